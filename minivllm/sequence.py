@@ -66,10 +66,8 @@ class Sequence:
 
         # Sampling state.
         self.generator: torch.Generator | None = None
-        if sampling_params.seed is not None:
-            # One generator per sequence; n > 1 samples differ because the index is mixed in.
-            self.generator = torch.Generator()
-            self.generator.manual_seed(sampling_params.seed + index)
+        """Seeded sampling: made on the model's device by the sampler on first use (seeded with
+        `seed + index`, so the n samples of one request differ)."""
         self.output_logprobs: list[dict[int, Logprob]] = []
         self.cumulative_logprob = 0.0
         self.stop_reason: int | str | None = None
