@@ -87,6 +87,10 @@ class Sequence:
         return self.prompt_token_ids + self.output_token_ids
 
     @property
+    def last_token_id(self) -> int:
+        return self.output_token_ids[-1] if self.output_token_ids else self.prompt_token_ids[-1]
+
+    @property
     def num_uncomputed_tokens(self) -> int:
         """Tokens still to run through the model before the next sample (1 while decoding)."""
         return self.num_tokens - self.num_computed_tokens

@@ -1,0 +1,234 @@
+"""LLMEngine: the step loop that ties the layers together (vLLM's `LLMEngine`).
+
+    add_request ─► Scheduler.waiting
+    step():  Scheduler.schedule()          which sequences, how many tokens (lab 3)
+             ModelRunner.execute_model()   batch tensors, model, attention (lab 2), sampler
+             Scheduler.update_from_output()
+             append tokens, detokenize, check stop conditions, free finished sequences' blocks
+    ◄─ RequestOutputs of the requests that advanced
+
+`LLM` (offline) and `AsyncLLMEngine` (the server) both drive this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from minivllm.config import EngineConfig
+from minivllm.core.kv_cache_manager import make_kv_cache_manager
+from minivllm.core.scheduler import make_scheduler
+from minivllm.engine.detokenizer import IncrementalDetokenizer
+from minivllm.model_executor.model_loader import (
+    get_generation_config,
+    get_model,
+    get_model_config,
+    get_tokenizer,
+)
+from minivllm.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+from minivllm.sampling_params import SamplingParams
+from minivllm.sequence import Sequence, SequenceStatus
+from minivllm.worker.model_runner import GiB, ModelRunner, SampleResult
+
+logger = logging.getLogger("minivllm")
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    detokenizers: list[IncrementalDetokenizer]
+    metrics: RequestMetrics
+
+    @property
+    def finished(self) -> bool:
+        return all(seq.is_finished for seq in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.model_config = get_model_config(config.model)
+        config.resolve(self.model_config.max_position_embeddings)
+        logger.info("Initializing a minivllm engine with config: model=%r, dtype=%s, device=%s, "
+                    "max_model_len=%d, block_size=%d, kv_allocator=%s, attention=%s, "
+                    "scheduler=%s, max_num_seqs=%d, max_num_batched_tokens=%d, seed=%d",
+                    config.model, config.torch_dtype, config.device, config.max_model_len,
+                    config.block_size, config.kv_allocator, config.attention, config.scheduler,
+                    config.max_num_seqs, config.max_num_batched_tokens, config.seed)
+        self.tokenizer = get_tokenizer(config.model, config.tokenizer)
+        self.generation_config = get_generation_config(config.model)
+        self.eos_token_ids = set(self.generation_config.get("eos_token_id") or [])
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_token_ids.add(self.tokenizer.eos_token_id)
+
+        start = time.perf_counter()
+        model = get_model(config)
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        logger.info("Model loading took %.4f GiB and %.2f seconds", weight_bytes / GiB,
+                    time.perf_counter() - start)
+
+        self.model_runner = ModelRunner(config, model, self.model_config)
+        num_blocks = self.model_runner.determine_num_blocks()
+        self.model_runner.init_kv_cache(num_blocks)
+        num_tokens = num_blocks * config.block_size
+        logger.info("KV cache: %d blocks, %s tokens", num_blocks, f"{num_tokens:,}")
+        logger.info("Maximum concurrency for %s tokens per request: %.2fx",
+                    f"{config.max_model_len:,}", num_tokens / config.max_model_len)
+        self.kv_cache_manager = make_kv_cache_manager(
+            config.kv_allocator, num_blocks, config.block_size, config.max_model_len)
+        self.scheduler = make_scheduler(config, self.kv_cache_manager)
+        self.requests: dict[str, RequestState] = {}
+
+    # -- requests ---------------------------------------------------------------------------
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def add_request(self, request_id: str, prompt: str | list[int],
+                    params: SamplingParams | None = None,
+                    arrival_time: float | None = None) -> None:
+        """Queue a request. Raises ValueError, and changes nothing, if it cannot be served."""
+        if request_id in self.requests:
+            raise ValueError(f"Request id {request_id!r} is already in use")
+        params = SamplingParams() if params is None else params
+        if isinstance(prompt, str):
+            prompt_text, prompt_ids = prompt, self.tokenizer.encode(prompt)
+        else:
+            prompt_text, prompt_ids = None, list(prompt)
+        self._validate_prompt(prompt_ids, params)
+        params.update_from_generation_config(self.generation_config,
+                                             self.tokenizer.eos_token_id)
+        arrival = time.monotonic() if arrival_time is None else arrival_time
+        seqs = [Sequence(request_id, prompt_ids, params, index=i, arrival_time=arrival)
+                for i in range(params.n)]
+        state = RequestState(
+            request_id, prompt_text, prompt_ids, params, seqs,
+            [IncrementalDetokenizer(self.tokenizer, prompt_ids, params) for _ in seqs],
+            RequestMetrics(arrival_time=arrival))
+        self.requests[request_id] = state
+        for seq in seqs:
+            self.scheduler.add_seq(seq)
+
+    def _validate_prompt(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        max_len = self.config.max_model_len
+        if not prompt_ids:
+            raise ValueError("The decoder prompt cannot be empty")
+        vocab = self.model_config.vocab_size
+        bad = next((t for t in prompt_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ValueError(f"Token id {bad} is out of vocabulary (vocab size {vocab})")
+        if len(prompt_ids) > max_len:
+            raise ValueError(
+                f"The decoder prompt (length {len(prompt_ids)}) is longer than the maximum "
+                f"model length of {max_len}. Make sure that `max_model_len` is no smaller than "
+                "the number of text tokens.")
+        wanted = len(prompt_ids) + (params.max_tokens or max_len)
+        if not self.kv_cache_manager.can_ever_fit(min(wanted, max_len)):
+            raise ValueError(
+                f"This request needs up to {min(wanted, max_len)} tokens of KV cache, but the "
+                f"whole cache holds {self.kv_cache_manager.num_blocks * self.config.block_size}"
+                " tokens; it could never run. Lower max_tokens or give the cache more memory.")
+
+    def abort_request(self, request_id: str | Iterable[str]) -> None:
+        """Stop requests now and free their KV blocks; unknown ids are ignored (as in vLLM)."""
+        ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        for rid in ids:
+            state = self.requests.pop(rid, None)
+            if state is None:
+                continue
+            for seq in state.seqs:
+                if not seq.is_finished:
+                    self.scheduler.finish_seq(seq, SequenceStatus.FINISHED_ABORTED)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.requests)
+
+    # -- the step ---------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        sched_out = self.scheduler.schedule()
+        if sched_out.is_empty:
+            return []
+        results = self.model_runner.execute_model(sched_out, self.kv_cache_manager)
+        self.scheduler.update_from_output(sched_out)
+        now = time.monotonic()
+        advanced: dict[str, RequestState] = {}
+        for result in results:
+            state = self.requests[result.seq.request_id]
+            self._process_sample(state, result, now)
+            advanced[state.request_id] = state
+        outputs = []
+        for state in advanced.values():
+            outputs.append(self._make_output(state))
+            if state.finished:
+                state.metrics.finished_time = now
+                del self.requests[state.request_id]
+        return outputs
+
+    def _process_sample(self, state: RequestState, result: SampleResult, now: float) -> None:
+        seq = result.seq
+        seq.append_token(result.token_id)
+        if state.metrics.first_token_time is None:
+            state.metrics.first_token_time = now
+        if result.logprobs is not None:
+            self._append_logprobs(seq, result)
+        stop_str = state.detokenizers[seq.index].update([result.token_id])
+        status = self._check_stop(seq, stop_str)
+        if status is not None:
+            self.scheduler.finish_seq(seq, status)
+
+    def _append_logprobs(self, seq: Sequence, result: SampleResult) -> None:
+        entry: dict[int, Logprob] = {}
+        for j, (tid, lp) in enumerate(zip(result.logprob_token_ids, result.logprobs,
+                                          strict=True)):
+            if tid not in entry:
+                entry[tid] = Logprob(lp, result.rank if j == 0 else j,
+                                     self.tokenizer.decode([tid]))
+        seq.output_logprobs.append(entry)
+        seq.cumulative_logprob += result.logprobs[0]
+
+    def _check_stop(self, seq: Sequence, stop_str: str | None) -> SequenceStatus | None:
+        """vLLM's StopChecker: stop strings and stop tokens (after min_tokens), then length."""
+        p = seq.sampling_params
+        token = seq.last_token_id
+        if len(seq.output_token_ids) >= p.min_tokens:
+            if stop_str is not None:
+                seq.stop_reason = stop_str
+                return SequenceStatus.FINISHED_STOPPED
+            if not p.ignore_eos and token in self.eos_token_ids:
+                return SequenceStatus.FINISHED_STOPPED
+            if p.stop_token_ids and token in p.stop_token_ids:
+                seq.stop_reason = token
+                return SequenceStatus.FINISHED_STOPPED
+        if p.max_tokens is not None and len(seq.output_token_ids) >= p.max_tokens:
+            return SequenceStatus.FINISHED_LENGTH_CAPPED
+        if seq.num_tokens >= self.config.max_model_len:
+            return SequenceStatus.FINISHED_LENGTH_CAPPED
+        return None
+
+    def _make_output(self, state: RequestState) -> RequestOutput:
+        finished = state.finished
+        completions = []
+        for seq, detok in zip(state.seqs, state.detokenizers, strict=True):
+            want_logprobs = state.params.logprobs is not None
+            completions.append(CompletionOutput(
+                index=seq.index,
+                text=detok.get_next_output_text(seq.is_finished, delta=False),
+                token_ids=list(seq.output_token_ids),
+                cumulative_logprob=seq.cumulative_logprob if want_logprobs else None,
+                logprobs=seq.output_logprobs if want_logprobs else None,
+                finish_reason=seq.status.finish_reason,
+                stop_reason=seq.stop_reason))
+        return RequestOutput(state.request_id, state.prompt, state.prompt_token_ids,
+                             completions, finished, state.metrics,
+                             num_cached_tokens=state.seqs[0].num_cached_tokens)

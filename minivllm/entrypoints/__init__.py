@@ -1,0 +1,1 @@
+"""User-facing entry points: `LLM` for offline batches (the server lives in minivllm.server)."""

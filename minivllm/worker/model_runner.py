@@ -1,0 +1,212 @@
+"""ModelRunner: turn the scheduler's decision into tensors, run the model, sample.
+
+vLLM's `GPUModelRunner`. One step's sequences are flattened into one batch of tokens:
+
+    input_ids     the tokens to run: a prefill's prompt chunk, or a decode's last sampled token
+    positions     each token's position in its sequence (for RoPE)
+    slot_mapping  each token's KV cache slot (where its K/V are written)
+    block_tables  each sequence's physical blocks (where its context's K/V are read)
+    context_lens  each sequence's length once this step's K/V are written
+
+Only the last token of a sequence that reaches the end of its known tokens is sampled
+(`logits_indices`), so the LM head runs on one row per sampled sequence, not on every prompt
+token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from minivllm.attention.metadata import AttentionMetadata
+from minivllm.config import EngineConfig
+from minivllm.core.kv_cache_manager import KVCacheManager, cdiv
+from minivllm.core.scheduler import ScheduledSequence, SchedulerOutput
+from minivllm.model_executor.sampler import Sampler, SamplerOutput, SamplingMetadata
+from minivllm.sequence import Sequence
+from minivllm.worker.cache_engine import KVCacheSpec, allocate_kv_caches
+
+logger = logging.getLogger("minivllm")
+
+GiB = 1 << 30
+
+
+@dataclass
+class ModelInput:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    attn_metadata: AttentionMetadata
+    logits_indices: torch.Tensor
+    """Rows of the hidden states whose next token is sampled."""
+    seqs_to_sample: list[Sequence]
+
+
+@dataclass
+class SampleResult:
+    seq: Sequence
+    token_id: int
+    logprob_token_ids: list[int] | None = None
+    """The sampled token first, then the top-k alternatives (when logprobs were asked for)."""
+    logprobs: list[float] | None = None
+    rank: int | None = None
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, model: nn.Module, model_config) -> None:
+        self.config = config
+        self.model = model
+        self.model_config = model_config
+        self.device = torch.device(config.device)
+        self.vocab_size = model_config.vocab_size
+        self.block_size = config.block_size
+        self.sampler = Sampler()
+        self.kv_cache_spec = KVCacheSpec.from_model_config(
+            model_config, config.block_size, config.torch_dtype, config.tensor_parallel_size)
+        self.kv_caches: list[torch.Tensor] = []
+
+    # -- start-up: size and allocate the KV cache ---------------------------------------------
+    def determine_num_blocks(self) -> int:
+        """How many KV blocks fit (vLLM: `determine_num_available_blocks`)."""
+        if self.config.num_gpu_blocks_override is not None:
+            return self.config.num_gpu_blocks_override
+        spec = self.kv_cache_spec
+        if self.device.type != "cuda":
+            return int(self.config.cpu_kv_cache_space * GiB) // spec.bytes_per_block
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        dummy_cache_bytes = self.profile_run()
+        peak = torch.cuda.max_memory_allocated() - dummy_cache_bytes
+        free, total = torch.cuda.mem_get_info()
+        # Memory other processes hold counts against the budget too (as in vLLM).
+        used_by_others = total - free - torch.cuda.memory_reserved()
+        budget = total * self.config.gpu_memory_utilization - used_by_others - peak
+        num_blocks = int(budget // spec.bytes_per_block)
+        logger.info("Memory profiling: weights and peak activations %.2f GiB, KV cache budget "
+                    "%.2f GiB (gpu_memory_utilization=%.2f of %.2f GiB)", peak / GiB,
+                    max(budget, 0) / GiB, self.config.gpu_memory_utilization, total / GiB)
+        torch.cuda.empty_cache()
+        if num_blocks <= 0:
+            raise ValueError("No memory is left for the KV cache: increase "
+                             "gpu_memory_utilization or lower max_num_batched_tokens")
+        return num_blocks
+
+    @torch.inference_mode()
+    def profile_run(self) -> int:
+        """Run the largest batch the scheduler can build (max_num_batched_tokens prompt tokens,
+        max_num_seqs sampled rows) on a throwaway cache; return that cache's size in bytes."""
+        num_tokens = self.config.max_num_batched_tokens
+        max_len = self.config.max_model_len
+        seq_lens = [max_len] * (num_tokens // max_len) + ([num_tokens % max_len]
+                                                          if num_tokens % max_len else [])
+        num_blocks = sum(cdiv(n, self.block_size) for n in seq_lens)
+        caches = allocate_kv_caches(self.kv_cache_spec, num_blocks, self.device)
+        block_tables, slots, positions, next_block = [], [], [], 0
+        for n in seq_lens:
+            nb = cdiv(n, self.block_size)
+            block_tables.append(list(range(next_block, next_block + nb)))
+            slots += range(next_block * self.block_size, next_block * self.block_size + n)
+            positions += range(n)
+            next_block += nb
+        md = self._attn_metadata(block_tables, slots, seq_lens, seq_lens, num_prefills=len(seq_lens))
+        input_ids = torch.zeros(num_tokens, dtype=torch.long, device=self.device)
+        hidden = self.model(input_ids, torch.tensor(positions, device=self.device), caches, md)
+        rows = torch.zeros(self.config.max_num_seqs, dtype=torch.long, device=self.device)
+        self.model.compute_logits(hidden[rows])
+        torch.cuda.synchronize()
+        size = num_blocks * self.kv_cache_spec.bytes_per_block
+        del caches, hidden
+        return size
+
+    def init_kv_cache(self, num_blocks: int) -> None:
+        start = time.perf_counter()
+        self.kv_caches = allocate_kv_caches(self.kv_cache_spec, num_blocks, self.device)
+        logger.info("Allocated KV cache: %d blocks x %d tokens, %.2f GiB, in %.2f s", num_blocks,
+                    self.block_size, num_blocks * self.kv_cache_spec.bytes_per_block / GiB,
+                    time.perf_counter() - start)
+
+    # -- every step ----------------------------------------------------------------------------
+    def _attn_metadata(self, block_tables: list[list[int]], slot_mapping: list[int],
+                       query_lens: list[int], context_lens: list[int],
+                       num_prefills: int) -> AttentionMetadata:
+        width = max((len(t) for t in block_tables), default=1) or 1
+        padded = [t + [0] * (width - len(t)) for t in block_tables]
+        prefill_lens = query_lens[:num_prefills]
+        starts = [0]
+        for n in prefill_lens:
+            starts.append(starts[-1] + n)
+        dev = self.device
+        return AttentionMetadata(
+            slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=dev),
+            block_tables=torch.tensor(padded, dtype=torch.int32, device=dev),
+            context_lens=torch.tensor(context_lens, dtype=torch.int32, device=dev),
+            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=dev),
+            num_prefills=num_prefills,
+            num_prefill_tokens=starts[-1],
+            num_decode_tokens=sum(query_lens[num_prefills:]),
+            max_query_len=max(prefill_lens, default=0),
+            max_context_len=max(context_lens, default=0),
+        )
+
+    def prepare_inputs(self, scheduled: list[ScheduledSequence],
+                       kv_cache_manager: KVCacheManager) -> ModelInput:
+        """Flatten the scheduled sequences (prefills first) into one batch of tokens."""
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slot_mapping: list[int] = []
+        block_tables, query_lens, context_lens = [], [], []
+        logits_indices: list[int] = []
+        seqs_to_sample: list[Sequence] = []
+        num_prefills = 0
+        for s in scheduled:
+            seq = s.seq
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + s.num_new_tokens
+            if s.num_new_tokens == 1:  # a decode: skip building the token list
+                input_ids.append(seq.last_token_id)
+            else:
+                input_ids += seq.all_token_ids[start:end]
+            positions += range(start, end)
+            slot_mapping += kv_cache_manager.slot_mapping(seq, start, end)
+            block_tables.append(seq.block_table[: cdiv(end, self.block_size)])
+            query_lens.append(end - start)
+            context_lens.append(end)
+            num_prefills += s.is_prefill
+            if s.samples:
+                logits_indices.append(len(input_ids) - 1)
+                seqs_to_sample.append(seq)
+        dev = self.device
+        return ModelInput(
+            input_ids=torch.tensor(input_ids, dtype=torch.long, device=dev),
+            positions=torch.tensor(positions, dtype=torch.long, device=dev),
+            attn_metadata=self._attn_metadata(block_tables, slot_mapping, query_lens,
+                                              context_lens, num_prefills),
+            logits_indices=torch.tensor(logits_indices, dtype=torch.long, device=dev),
+            seqs_to_sample=seqs_to_sample,
+        )
+
+    @torch.inference_mode()
+    def execute_model(self, out: SchedulerOutput,
+                      kv_cache_manager: KVCacheManager) -> list[SampleResult]:
+        inputs = self.prepare_inputs(out.scheduled, kv_cache_manager)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
+                            inputs.attn_metadata)
+        if not inputs.seqs_to_sample:
+            return []
+        logits = self.model.compute_logits(hidden[inputs.logits_indices])
+        md = SamplingMetadata.from_sequences(inputs.seqs_to_sample, self.vocab_size, self.device)
+        return self._to_results(inputs.seqs_to_sample, self.sampler(logits, md))
+
+    @staticmethod
+    def _to_results(seqs: list[Sequence], sampled: SamplerOutput) -> list[SampleResult]:
+        # The one device-to-host copy of the step (plus logprobs when asked for).
+        token_ids = sampled.sampled_token_ids.tolist()
+        if sampled.logprobs is None:
+            return [SampleResult(seq, tok) for seq, tok in zip(seqs, token_ids, strict=True)]
+        ids = sampled.logprob_token_ids.tolist()
+        lps = sampled.logprobs.tolist()
+        ranks = sampled.sampled_token_ranks.tolist()
+        return [SampleResult(seq, tok, ids[i], lps[i], ranks[i])
+                for i, (seq, tok) in enumerate(zip(seqs, token_ids, strict=True))]
