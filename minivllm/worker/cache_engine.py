@@ -33,9 +33,15 @@ class KVCacheSpec:
 
     @property
     def bytes_per_token(self) -> int:
-        """K and V, every layer: 2 * layers * kv_heads * head_dim * element size."""
+        """Bytes of KV cache one token needs: a K and a V vector per KV head, in every layer.
+
+        This is why long contexts are expensive: SmolLM2-135M in float32 needs
+        2 * 30 layers * 3 KV heads * 64 dims * 4 bytes = 46,080 bytes (45 KiB) per token.
+        """
+        # BEGIN SOLUTION lab0
         element = torch.tensor([], dtype=self.dtype).element_size()
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element
+        # END SOLUTION
 
     @property
     def bytes_per_block(self) -> int:
