@@ -182,7 +182,9 @@ class LLMEngine:
             state.metrics.first_token_time = now
         if result.logprobs is not None:
             self._append_logprobs(seq, result)
-        stop_str = state.detokenizers[seq.index].update([result.token_id])
+        # A stop token's own text is left out of the output (unless include_stop_str_in_output).
+        stop_terminated = result.token_id in seq.sampling_params.all_stop_token_ids
+        stop_str = state.detokenizers[seq.index].update([result.token_id], stop_terminated)
         status = self._check_stop(seq, stop_str)
         if status is not None:
             self.scheduler.finish_seq(seq, status)
