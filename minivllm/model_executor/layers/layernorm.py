@@ -1,0 +1,38 @@
+"""RMSNorm (vLLM: `layers/layernorm.py RMSNorm`).
+
+    y = x / sqrt(mean(x²) + eps) * weight
+
+Statistics are taken in float32 whatever the model dtype (a bf16 sum of squares over thousands
+of channels loses too much), then the result is cast back and scaled, exactly as Hugging Face's
+`LlamaRMSNorm` does, so our outputs match theirs.
+
+Like vLLM, the norm can also do the residual add that precedes it: `norm(x, residual)` returns
+`(norm(x + residual), x + residual)`. On a GPU vLLM fuses the two into one kernel
+(`fused_add_rms_norm`); here the point is the calling convention the decoder layers use.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x32.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Normalize over the last dimension; with `residual`, add it first and also return the
+        sum (the next residual)."""
+        if residual is None:
+            return self._norm(x)
+        x = x + residual
+        return self._norm(x), x
