@@ -56,7 +56,7 @@ class Sequence:
 
         # KV cache state, owned by the KVCacheManager (lab 1).
         self.block_table: list[int] = []
-        """Physical block ids, in order: token at position p lives in block_table[p // block_size]."""
+        """Physical block ids in order: position p lives in block_table[p // block_size]."""
         self.num_computed_tokens = 0
         """Tokens whose K/V are in the cache. Prefill moves it to the prompt length (in chunks
         with chunked prefill); every decode step moves it by one; preemption resets it to 0."""
@@ -108,6 +108,7 @@ class Sequence:
         self.output_token_ids.append(token_id)
 
     def __repr__(self) -> str:
-        return (f"Sequence(id={self.seq_id}, request={self.request_id!r}, status={self.status.name}, "
-                f"tokens={self.num_tokens}, computed={self.num_computed_tokens}, "
+        return (f"Sequence(id={self.seq_id}, request={self.request_id!r}, "
+                f"status={self.status.name}, tokens={self.num_tokens}, "
+                f"computed={self.num_computed_tokens}, "
                 f"blocks={self.block_table})")

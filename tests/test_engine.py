@@ -43,13 +43,14 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=NUM_STEPS, ignore_eos=True)
 
 
 def test_greedy_matches_transformers(arch_and_folder):
-    arch, folder = arch_and_folder
+    _, folder = arch_and_folder
     llm = LLM(str(folder), device="cpu", max_model_len=128, block_size=8)
     prompts = prompts_of_different_lengths(llm.llm_engine.model_config.vocab_size)
     ours = [o.outputs[0].token_ids for o in llm.generate(
         [{"prompt_token_ids": p} for p in prompts], GREEDY, use_tqdm=False)]
     assert ours == hf_greedy(folder, prompts, NUM_STEPS)
-    assert llm.llm_engine.kv_cache_manager.num_free_blocks == llm.llm_engine.kv_cache_manager.num_blocks
+    kv = llm.llm_engine.kv_cache_manager
+    assert kv.num_free_blocks == kv.num_blocks
 
 
 @pytest.mark.parametrize("switches", [

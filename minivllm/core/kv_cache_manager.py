@@ -34,7 +34,8 @@ def compute_slot_mapping(block_table: list[int], block_size: int, start: int,
     block_table[p // block_size] * block_size + p % block_size.
     """
     # BEGIN SOLUTION lab1
-    return [block_table[p // block_size] * block_size + p % block_size for p in range(start, end)]
+    return [block_table[p // block_size] * block_size + p % block_size
+            for p in range(start, end)]
     # END SOLUTION
 
 
@@ -87,7 +88,8 @@ class ReservedKVCacheManager(KVCacheManager):
                 f"the KV cache ({num_blocks} blocks of {block_size} tokens) cannot hold one "
                 f"sequence of max_model_len={max_model_len} tokens; lower max_model_len or "
                 "give the cache more memory")
-        self.free_regions = list(range(self.num_regions - 1, -1, -1))  # pop() hands out region 0 first
+        # A stack: pop() hands out region 0 first.
+        self.free_regions = list(range(self.num_regions - 1, -1, -1))
 
     @property
     def num_free_blocks(self) -> int:

@@ -79,6 +79,7 @@ class LLMEngine:
         self.model_runner = ModelRunner(config, model, self.model_config)
         num_blocks = self.model_runner.determine_num_blocks()
         self.model_runner.init_kv_cache(num_blocks)
+        self.model_runner.capture_cuda_graphs()
         num_tokens = num_blocks * config.block_size
         logger.info("KV cache: %d blocks, %s tokens", num_blocks, f"{num_tokens:,}")
         logger.info("Maximum concurrency for %s tokens per request: %.2fx",

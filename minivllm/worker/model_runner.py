@@ -26,9 +26,11 @@ from minivllm.attention.metadata import AttentionMetadata
 from minivllm.config import EngineConfig
 from minivllm.core.kv_cache_manager import KVCacheManager, cdiv
 from minivllm.core.scheduler import ScheduledSequence, SchedulerOutput
-from minivllm.model_executor.sampler import Sampler, SamplerOutput, SamplingMetadata
+from minivllm.model_executor.sampler import Sampler, SamplerOutput
+from minivllm.model_executor.sampling_metadata import SamplingMetadata, async_tensor_h2d
 from minivllm.sequence import Sequence
 from minivllm.worker.cache_engine import KVCacheSpec, allocate_kv_caches
+from minivllm.worker.cuda_graph import CUDAGraphRunner
 
 logger = logging.getLogger("minivllm")
 
@@ -67,6 +69,7 @@ class ModelRunner:
         self.kv_cache_spec = KVCacheSpec.from_model_config(
             model_config, config.block_size, config.torch_dtype, config.tensor_parallel_size)
         self.kv_caches: list[torch.Tensor] = []
+        self.cuda_graphs: CUDAGraphRunner | None = None
 
     # -- start-up: size and allocate the KV cache ---------------------------------------------
     def determine_num_blocks(self) -> int:
@@ -111,7 +114,8 @@ class ModelRunner:
             slots += range(next_block * self.block_size, next_block * self.block_size + n)
             positions += range(n)
             next_block += nb
-        md = self._attn_metadata(block_tables, slots, seq_lens, seq_lens, num_prefills=len(seq_lens))
+        md = self._attn_metadata(block_tables, slots, seq_lens, seq_lens,
+                                 num_prefills=len(seq_lens))
         input_ids = torch.zeros(num_tokens, dtype=torch.long, device=self.device)
         hidden = self.model(input_ids, torch.tensor(positions, device=self.device), caches, md)
         rows = torch.zeros(self.config.max_num_seqs, dtype=torch.long, device=self.device)
@@ -128,6 +132,17 @@ class ModelRunner:
                     self.block_size, num_blocks * self.kv_cache_spec.bytes_per_block / GiB,
                     time.perf_counter() - start)
 
+    def capture_cuda_graphs(self) -> None:
+        """Record decode graphs (CUDA, Triton attention, unless enforce_eager)."""
+        if (self.device.type != "cuda" or self.config.enforce_eager
+                or self.config.attention != "triton"):
+            return
+        self.cuda_graphs = CUDAGraphRunner(
+            self.model, self.kv_caches, self.config.max_num_seqs,
+            cdiv(self.config.max_model_len, self.block_size), self.config.max_model_len,
+            self.device)
+        self.cuda_graphs.capture()
+
     # -- every step ----------------------------------------------------------------------------
     def _attn_metadata(self, block_tables: list[list[int]], slot_mapping: list[int],
                        query_lens: list[int], context_lens: list[int],
@@ -140,10 +155,10 @@ class ModelRunner:
             starts.append(starts[-1] + n)
         dev = self.device
         return AttentionMetadata(
-            slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=dev),
-            block_tables=torch.tensor(padded, dtype=torch.int32, device=dev),
-            context_lens=torch.tensor(context_lens, dtype=torch.int32, device=dev),
-            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=dev),
+            slot_mapping=async_tensor_h2d(slot_mapping, torch.long, dev),
+            block_tables=async_tensor_h2d(padded, torch.int32, dev),
+            context_lens=async_tensor_h2d(context_lens, torch.int32, dev),
+            query_start_loc=async_tensor_h2d(starts, torch.int32, dev),
             num_prefills=num_prefills,
             num_prefill_tokens=starts[-1],
             num_decode_tokens=sum(query_lens[num_prefills:]),
@@ -179,11 +194,11 @@ class ModelRunner:
                 seqs_to_sample.append(seq)
         dev = self.device
         return ModelInput(
-            input_ids=torch.tensor(input_ids, dtype=torch.long, device=dev),
-            positions=torch.tensor(positions, dtype=torch.long, device=dev),
+            input_ids=async_tensor_h2d(input_ids, torch.long, dev),
+            positions=async_tensor_h2d(positions, torch.long, dev),
             attn_metadata=self._attn_metadata(block_tables, slot_mapping, query_lens,
                                               context_lens, num_prefills),
-            logits_indices=torch.tensor(logits_indices, dtype=torch.long, device=dev),
+            logits_indices=async_tensor_h2d(logits_indices, torch.long, dev),
             seqs_to_sample=seqs_to_sample,
         )
 
@@ -191,8 +206,14 @@ class ModelRunner:
     def execute_model(self, out: SchedulerOutput,
                       kv_cache_manager: KVCacheManager) -> list[SampleResult]:
         inputs = self.prepare_inputs(out.scheduled, kv_cache_manager)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
-                            inputs.attn_metadata)
+        md = inputs.attn_metadata
+        graphs = self.cuda_graphs
+        if graphs is not None and md.num_prefills == 0 and (
+                md.num_decode_tokens <= graphs.max_batch_size):
+            hidden = graphs.run(inputs.input_ids, inputs.positions, md.slot_mapping,
+                                md.block_tables, md.context_lens)
+        else:
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, md)
         if not inputs.seqs_to_sample:
             return []
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
