@@ -31,16 +31,15 @@ class ScheduledSequence:
     seq: Sequence
     num_new_tokens: int
     """Tokens this sequence runs through the model in this step (1 for a decode)."""
+    is_prefill: bool = field(init=False)
+    samples: bool = field(init=False)
+    """A token is sampled only when the step reaches the end of the known tokens (the last
+    chunk of a chunked prefill, or a decode)."""
 
-    @property
-    def is_prefill(self) -> bool:
-        return self.seq.num_uncomputed_tokens > 1
-
-    @property
-    def samples(self) -> bool:
-        """A token is sampled only when the step reaches the end of the known tokens (the last
-        chunk of a chunked prefill, or a decode)."""
-        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+    def __post_init__(self) -> None:
+        # Fixed when scheduled: after the step the sequence's counters move on.
+        self.is_prefill = self.seq.num_uncomputed_tokens > 1
+        self.samples = self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
 
 
 @dataclass
@@ -90,6 +89,7 @@ class Scheduler:
         self.num_steps = 0
         self.record_trace = False
         self.trace: list[StepTrace] = []
+        self.last_output = SchedulerOutput()
 
     # -- queue changes from the engine -----------------------------------------------------
     def add_seq(self, seq: Sequence) -> None:
@@ -114,6 +114,7 @@ class Scheduler:
         # The model runner wants prefills first, then decodes (see AttentionMetadata).
         out.scheduled.sort(key=lambda s: not s.is_prefill)
         self.num_steps += 1
+        self.last_output = out
         if self.record_trace:
             self.trace.append(self._trace_step(out))
         return out

@@ -1,0 +1,93 @@
+"""Decode-step time against its roofline, for batch sizes 1..256 at contexts 512 and 2048.
+
+A decode step must read every weight once plus each sequence's KV cache; over the measured
+copy bandwidth that is the step's floor. We time the engine's whole step path (batch tensors,
+CUDA graph replay, LM head, sampling, the one device-to-host copy) on synthetic sequences that
+sit at a fixed context length, and report ms per step and the fraction of the roofline.
+
+    python -m benchmarks.decode_step.bench_decode_step            # H100 run
+    python -m benchmarks.decode_step.bench_decode_step --smoke    # tiny CPU run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+
+from benchmarks.common import copy_bandwidth_gbs, device_slug, print_table, write_result
+from minivllm import LLM, SamplingParams
+from minivllm.core.scheduler import ScheduledSequence, SchedulerOutput
+from minivllm.sequence import Sequence
+
+
+def synthetic_decode_batch(llm: LLM, batch: int, context: int) -> SchedulerOutput:
+    """`batch` sequences whose first context-1 tokens are in the cache: each step decodes the
+    context-th token (the same one every time, so the context stays fixed)."""
+    engine = llm.llm_engine
+    rng = random.Random(0)
+    vocab = engine.model_config.vocab_size
+    out = SchedulerOutput()
+    for i in range(batch):
+        seq = Sequence(f"s{i}", [rng.randrange(vocab) for _ in range(context)],
+                       SamplingParams(temperature=0))
+        assert engine.kv_cache_manager.allocate_slots(seq, context)
+        seq.num_computed_tokens = context - 1
+        out.scheduled.append(ScheduledSequence(seq, 1))
+    return out
+
+
+def time_steps(llm: LLM, out: SchedulerOutput, iters: int) -> float:
+    runner, kv = llm.llm_engine.model_runner, llm.llm_engine.kv_cache_manager
+    for _ in range(3):
+        runner.execute_model(out, kv)
+    start = time.perf_counter()
+    for _ in range(iters):
+        runner.execute_model(out, kv)  # each ends with a device-to-host copy of the tokens
+    return (time.perf_counter() - start) / iters * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Decode-step time vs roofline")
+    parser.add_argument("--model", default="random:qwen3-0.6b")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 64, 128, 256])
+    parser.add_argument("--contexts", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run")
+    args = parser.parse_args()
+    if args.smoke:
+        args.model, args.batch_sizes, args.contexts, args.iters = ("random:tiny-llama", [1, 4],
+                                                                   [32], 2)
+    max_len = max(args.contexts) + 16
+    llm = LLM(args.model, max_model_len=max_len, max_num_seqs=max(args.batch_sizes))
+    runner = llm.llm_engine.model_runner
+    weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    kv_per_token = runner.kv_cache_spec.bytes_per_token
+    bandwidth = copy_bandwidth_gbs() * 1e9
+    rows = []
+    for context in args.contexts:
+        for batch in args.batch_sizes:
+            out = synthetic_decode_batch(llm, batch, context)
+            ms = time_steps(llm, out, args.iters)
+            floor_ms = (weight_bytes + batch * context * kv_per_token) / bandwidth * 1e3
+            rows.append({"batch": batch, "context": context, "step_ms": ms,
+                         "roofline_ms": floor_ms, "fraction_of_roofline": floor_ms / ms,
+                         "tok_s": batch / ms * 1e3})
+            for s in out.scheduled:
+                llm.llm_engine.kv_cache_manager.free(s.seq)
+    record = {"benchmark": "decode_step",
+              "config": {**vars(args), "weight_bytes": weight_bytes,
+                         "kv_bytes_per_token": kv_per_token,
+                         "cuda_graphs": runner.cuda_graphs is not None},
+              "figures": {"bandwidth_gbs": bandwidth / 1e9, "rows": rows}}
+    path = write_result(f"decode_step_{'smoke' if args.smoke else device_slug()}", record)
+    print_table(rows, ["batch", "context", "step_ms", "roofline_ms", "fraction_of_roofline",
+                       "tok_s"])
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

@@ -1,0 +1,159 @@
+"""Offline throughput: minivllm vs Hugging Face continuous batching vs the memory roofline.
+
+The workload of nano-vllm's and vLLM's offline benchmark: 256 random-token prompts, input and
+output lengths uniform in [100, 1024] (seed 0), ignore_eos, max_model_len 4096, on
+`random:qwen3-0.6b` in bf16. One warm-up, then one timed run. In the same process:
+
+- minivllm, stepped by hand so that prefill and decode time can be told apart;
+- Hugging Face transformers' continuous batching (`init_continuous_batching`, paged attention,
+  CUDA graphs) on the same weights, on the first `--hf-num-prompts` requests (it is slow; its
+  tok/s is reported for that subset);
+- the roofline: every decode step must read the weights once and each running sequence's KV
+  cache; with all sequences decoding together that is max(output_len) weight reads plus every
+  request's KV reads, over the copy bandwidth measured here.
+
+    python -m benchmarks.throughput.bench_throughput            # H100 run
+    python -m benchmarks.throughput.bench_throughput --smoke    # tiny CPU run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+
+import torch
+
+from benchmarks.common import copy_bandwidth_gbs, device_slug, write_result
+from benchmarks.workload import Request, decode_kv_token_reads, random_workload
+from minivllm import LLM, SamplingParams
+
+
+def run_minivllm(llm: LLM, requests: list[Request]) -> dict:
+    engine = llm.llm_engine
+    for i, r in enumerate(requests):
+        engine.add_request(f"bench-{i}-{time.monotonic_ns()}", r.prompt_token_ids,
+                           SamplingParams(temperature=0, max_tokens=r.output_len, ignore_eos=True))
+    scheduler = engine.scheduler
+    prefill_s = decode_s = 0.0
+    num_steps = num_output = 0
+    start = time.perf_counter()
+    while engine.has_unfinished_requests():
+        t0 = time.perf_counter()
+        outputs = engine.step()  # ends with the step's device-to-host copy: a sync point
+        dt = time.perf_counter() - t0
+        has_prefill = any(s.is_prefill for s in scheduler.last_output.scheduled)
+        prefill_s += dt if has_prefill else 0.0
+        decode_s += 0.0 if has_prefill else dt
+        num_steps += 1
+        num_output += sum(len(o.token_ids) for out in outputs if out.finished
+                          for o in out.outputs)
+    total = time.perf_counter() - start
+    return {"elapsed_s": total, "output_tokens": num_output, "output_tok_s": num_output / total,
+            "prefill_step_s": prefill_s, "decode_step_s": decode_s, "num_steps": num_steps}
+
+
+def run_hf(folder: str, requests: list[Request]) -> dict:
+    """transformers' continuous batching on the same weights (paged attention, CUDA graphs)."""
+    from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.bfloat16, attn_implementation="paged|sdpa").cuda().eval()
+    gen = GenerationConfig(do_sample=False, max_new_tokens=max(r.output_len for r in requests),
+                           eos_token_id=None, pad_token_id=0)
+    cb = ContinuousBatchingConfig(use_cuda_graph=True)
+
+    def once(reqs: list[Request]) -> tuple[int, float]:
+        manager = model.init_continuous_batching(generation_config=gen,
+                                                 continuous_batching_config=cb)
+        manager.start()
+        start = time.perf_counter()
+        ids = [manager.add_request(r.prompt_token_ids, max_new_tokens=r.output_len)
+               for r in reqs]
+        tokens = 0
+        for rid in ids:
+            result = manager.get_result(request_id=rid, timeout=600)
+            tokens += len(result.generated_tokens)
+        elapsed = time.perf_counter() - start
+        manager.stop(block=True)
+        return tokens, elapsed
+
+    once(requests[:2])  # warm-up
+    tokens, elapsed = once(requests)
+    del model
+    return {"num_prompts": len(requests), "output_tokens": tokens, "elapsed_s": elapsed,
+            "output_tok_s": tokens / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Offline throughput benchmark")
+    parser.add_argument("--model", default="random:qwen3-0.6b")
+    parser.add_argument("--num-prompts", type=int, default=256)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--hf-num-prompts", type=int, default=64,
+                        help="requests given to the transformers peer (0: skip it)")
+    parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run")
+    args = parser.parse_args()
+
+    if args.smoke:
+        args.model, args.num_prompts, args.max_model_len, args.hf_num_prompts = (
+            "random:tiny-qwen3", 8, 256, 0)
+        in_range, out_range = (10, 60), (10, 60)
+    else:
+        in_range, out_range = (100, 1024), (100, 1024)
+    llm_kwargs = dict(max_model_len=args.max_model_len, enforce_eager=args.enforce_eager)
+    record: dict = {"benchmark": "throughput", "config": {**vars(args),
+                                                          "input_range": in_range,
+                                                          "output_range": out_range}}
+    figures: dict = {}
+
+    from minivllm.model_executor.model_loader import get_model_config, save_random_model
+    cfg = get_model_config(args.model)
+    requests = random_workload(args.num_prompts, cfg.vocab_size, in_range, out_range, seed=0)
+
+    if args.hf_num_prompts and torch.cuda.is_available():
+        with tempfile.TemporaryDirectory() as folder:
+            save_random_model(args.model.removeprefix("random:"), folder)
+            try:
+                figures["hf"] = run_hf(folder, requests[: args.hf_num_prompts])
+            except Exception as exc:  # the peer's API moves between releases: record, go on
+                figures["hf"] = {"error": f"{type(exc).__name__}: {exc}"}
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    llm = LLM(args.model, **llm_kwargs)
+    warm = random_workload(8, cfg.vocab_size, (16, 64), (16, 64), seed=1)
+    run_minivllm(llm, warm)
+    ours = run_minivllm(llm, requests)
+    figures["minivllm"] = ours
+
+    spec = llm.llm_engine.model_runner.kv_cache_spec
+    weight_bytes = sum(p.numel() * p.element_size()
+                       for p in llm.llm_engine.model_runner.model.parameters())
+    bandwidth = copy_bandwidth_gbs() * 1e9
+    roofline_bytes = (weight_bytes * max(r.output_len for r in requests)
+                      + spec.bytes_per_token * decode_kv_token_reads(requests))
+    total_output = sum(r.output_len for r in requests)
+    roofline_tok_s = total_output / (roofline_bytes / bandwidth)
+    figures["roofline"] = {"bandwidth_gbs": bandwidth / 1e9, "bytes": roofline_bytes,
+                           "output_tok_s": roofline_tok_s}
+    figures["ratio_to_roofline"] = ours["output_tok_s"] / roofline_tok_s
+    hf_tok_s = figures.get("hf", {}).get("output_tok_s")
+    if hf_tok_s:
+        figures["ratio_to_hf"] = ours["output_tok_s"] / hf_tok_s
+    record["figures"] = figures
+    path = write_result(f"throughput_{'smoke' if args.smoke else device_slug()}", record)
+    print(f"minivllm: {ours['output_tok_s']:.0f} output tok/s ({ours['output_tokens']} tokens in "
+          f"{ours['elapsed_s']:.1f} s; prefill steps {ours['prefill_step_s']:.1f} s, decode "
+          f"steps {ours['decode_step_s']:.1f} s)")
+    if "hf" in figures:
+        print(f"transformers CB: {figures['hf']}")
+    print(f"roofline: {roofline_tok_s:.0f} tok/s at {bandwidth / 1e9:.0f} GB/s; "
+          f"minivllm reaches {figures['ratio_to_roofline']:.1%}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
