@@ -18,7 +18,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from benchmarks.common import device_info, write_result
+from benchmarks.common import write_result
 from minivllm import LLM, SamplingParams
 from minivllm.config import DEFAULT_MODEL
 from minivllm.transformers_utils.config import resolve_model_path
@@ -76,10 +76,9 @@ def main() -> None:
     figures["ratio_1_stream"] = figures["minivllm_1_stream_tok_s"] / figures["hf_1_stream_tok_s"]
     figures["ratio_8_streams"] = (figures["minivllm_8_streams_tok_s"]
                                   / figures["hf_8_padded_batch_tok_s"])
-    record = {"benchmark": "cpu_decode", **device_info(),
-              "config": {"model": DEFAULT_MODEL, "dtype": "float32", "max_tokens": args.max_tokens,
-                         "num_streams": [1, len(prompts)], "torch_threads": torch.get_num_threads()},
-              "figures": figures}
+    config = {"model": DEFAULT_MODEL, "dtype": "float32", "max_tokens": args.max_tokens,
+              "num_streams": [1, len(prompts)], "torch_threads": torch.get_num_threads()}
+    record = {"benchmark": "cpu_decode", "config": config, "figures": figures}
     path = write_result("cpu_decode", record)
     for key, value in figures.items():
         print(f"{key:>28}: {value:8.2f}")

@@ -81,7 +81,6 @@ def run_hf(folder: str, requests: list[Request]) -> dict:
 
     once(requests[:2])  # warm-up
     tokens, elapsed = once(requests)
-    del model
     return {"num_prompts": len(requests), "output_tokens": tokens, "elapsed_s": elapsed,
             "output_tok_s": tokens / elapsed}
 
