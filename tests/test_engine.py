@@ -140,3 +140,18 @@ def test_logprobs_are_returned_per_token():
         assert all(lp.logprob <= 0 for lp in entry.values())
     assert out.cumulative_logprob == pytest.approx(
         sum(e[t].logprob for t, e in zip(out.token_ids, out.logprobs, strict=True)), abs=1e-4)
+
+
+def test_triton_attention_matches_torch_end_to_end():
+    """Lab 2's switch: the same greedy tokens through the Triton kernels (compiled on CUDA,
+    interpreted on a CPU) as through the PyTorch reference."""
+    prompts = [{"prompt_token_ids": p} for p in prompts_of_different_lengths(512, seed=3)]
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    kwargs = dict(max_model_len=96, block_size=16, dtype="float32")
+    expected = [o.outputs[0].token_ids for o in LLM("random:tiny-qwen3", attention="torch",
+                                                    **kwargs).generate(prompts, params,
+                                                                       use_tqdm=False)]
+    got = [o.outputs[0].token_ids for o in LLM("random:tiny-qwen3", attention="triton",
+                                               **kwargs).generate(prompts, params,
+                                                                  use_tqdm=False)]
+    assert got == expected

@@ -1,0 +1,69 @@
+"""Small host-side helpers shared by the Triton PagedAttention kernels (lab 2).
+
+Nothing here is a kernel: these functions pick launch parameters from what the host already
+knows (tensor dtypes and shapes, the GPU's size), so no launch ever waits for the device.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+import triton.language as tl
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+def is_interpreting() -> bool:
+    """True under `TRITON_INTERPRET=1`, where Triton runs kernels on the CPU with NumPy."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _fix_interpreter_for_numpy_2_4() -> None:
+    """Let Triton's interpreter run loops whose bounds are loaded values on NumPy >= 2.4.
+
+    The interpreter holds a scalar as a 1-element array and turns it into a Python int (for
+    `range(start, end)`) with `int(array)`, which NumPy 2.4 made a TypeError. Triton fixed it
+    after 3.6 (triton-lang/triton#9171) the same way we do here: squeeze the array first.
+    """
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "minivllm_fixed", False):
+        return
+
+    def patch_lang_tensor(tensor, scope) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.minivllm_fixed = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if is_interpreting() and np.lib.NumpyVersion(np.__version__) >= "2.4.0":
+    _fix_interpreter_for_numpy_2_4()
+
+
+def dot_dtype(dtype: torch.dtype) -> tl.dtype:
+    """The dtype the kernels feed to `tl.dot` (accumulation is always fp32).
+
+    fp16/bf16 go to the tensor cores as they are. fp32 stays fp32 (the kernels ask `tl.dot` for
+    IEEE precision rather than TF32, so fp32 results match the oracle closely). Under the CPU
+    interpreter everything is upcast to fp32: Triton 3.6's interpreter computes bf16 dots and
+    bf16 scalar arithmetic wrongly or not at all.
+    """
+    if dtype not in _TL_DTYPES:
+        raise TypeError(f"unsupported dtype {dtype}; expected fp32, fp16 or bf16")
+    return tl.float32 if is_interpreting() else _TL_DTYPES[dtype]
+
+
+@functools.cache
+def get_num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (132 on an H100 SXM); 1 for the CPU
+    interpreter, which runs one program at a time."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
