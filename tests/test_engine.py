@@ -10,6 +10,10 @@ from minivllm.model_executor.model_loader import save_random_model
 
 ARCHS = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"]
 NUM_STEPS = 32
+# Exact comparisons need float32 on every device (on CUDA, bf16 rounding depends on the batch
+# shape, so greedy ties could break differently; tests/test_gpu.py covers bf16). A fixed, small
+# KV pool keeps each engine light (several live in one test process).
+FP32 = {"dtype": "float32", "num_gpu_blocks_override": 256}
 
 
 def prompts_of_different_lengths(vocab_size: int, seed: int = 0) -> list[list[int]]:
@@ -44,7 +48,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=NUM_STEPS, ignore_eos=True)
 
 def test_greedy_matches_transformers(arch_and_folder):
     _, folder = arch_and_folder
-    llm = LLM(str(folder), device="cpu", max_model_len=128, block_size=8)
+    llm = LLM(str(folder), **FP32, max_model_len=128, block_size=8)
     prompts = prompts_of_different_lengths(llm.llm_engine.model_config.vocab_size)
     ours = [o.outputs[0].token_ids for o in llm.generate(
         [{"prompt_token_ids": p} for p in prompts], GREEDY, use_tqdm=False)]
@@ -60,10 +64,10 @@ def test_greedy_matches_transformers(arch_and_folder):
     {"kv_allocator": "paged", "scheduler": "continuous", "max_num_seqs": 2},
 ])
 def test_lab_switches_give_identical_greedy_outputs(switches):
-    base = LLM("random:tiny-llama", device="cpu", max_model_len=96, block_size=8)
+    base = LLM("random:tiny-llama", **FP32, max_model_len=96, block_size=8)
     prompts = [{"prompt_token_ids": p} for p in prompts_of_different_lengths(512, seed=1)]
     expected = [o.outputs[0].token_ids for o in base.generate(prompts, GREEDY, use_tqdm=False)]
-    llm = LLM("random:tiny-llama", device="cpu", max_model_len=96, block_size=8, **switches)
+    llm = LLM("random:tiny-llama", **FP32, max_model_len=96, block_size=8, **switches)
     got = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
     assert got == expected
     kv = llm.llm_engine.kv_cache_manager
@@ -72,11 +76,11 @@ def test_lab_switches_give_identical_greedy_outputs(switches):
 
 def test_preemption_keeps_greedy_outputs():
     prompts = [{"prompt_token_ids": p} for p in prompts_of_different_lengths(512, seed=2)]
-    roomy = LLM("random:tiny-llama", device="cpu", max_model_len=96, block_size=8)
+    roomy = LLM("random:tiny-llama", **FP32, max_model_len=96, block_size=8)
     expected = [o.outputs[0].token_ids for o in roomy.generate(prompts, GREEDY, use_tqdm=False)]
     # 16 blocks of 8 tokens: the four sequences (up to 72 tokens each) cannot all grow at once.
-    tight = LLM("random:tiny-llama", device="cpu", max_model_len=96, block_size=8,
-                num_gpu_blocks_override=16)
+    tight = LLM("random:tiny-llama", **{**FP32, "num_gpu_blocks_override": 16},
+                max_model_len=96, block_size=8)
     got = [o.outputs[0].token_ids for o in tight.generate(prompts, GREEDY, use_tqdm=False)]
     assert tight.llm_engine.scheduler.num_preemptions > 0
     assert got == expected
@@ -86,7 +90,7 @@ def test_preemption_keeps_greedy_outputs():
 
 
 def test_too_long_prompt_is_a_value_error_and_nothing_else_changes():
-    llm = LLM("random:tiny-llama", device="cpu", max_model_len=32, block_size=8)
+    llm = LLM("random:tiny-llama", **FP32, max_model_len=32, block_size=8)
     with pytest.raises(ValueError, match="maximum model length of 32"):
         llm.generate([{"prompt_token_ids": [1] * 10}, {"prompt_token_ids": [1] * 40}], GREEDY,
                      use_tqdm=False)
@@ -99,7 +103,7 @@ def test_too_long_prompt_is_a_value_error_and_nothing_else_changes():
 
 
 def test_abort_frees_blocks_and_other_requests_continue():
-    llm = LLM("random:tiny-llama", device="cpu", max_model_len=96, block_size=8)
+    llm = LLM("random:tiny-llama", **FP32, max_model_len=96, block_size=8)
     engine = llm.llm_engine
     params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
     engine.add_request("a", [1, 2, 3, 4], params)
@@ -119,7 +123,7 @@ def test_abort_frees_blocks_and_other_requests_continue():
 
 
 def test_n_and_seed_reproduce():
-    llm = LLM("random:tiny-qwen3", device="cpu", max_model_len=64)
+    llm = LLM("random:tiny-qwen3", **FP32, max_model_len=64)
     params = SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=8, ignore_eos=True)
     a = llm.generate({"prompt_token_ids": [1, 2, 3]}, params, use_tqdm=False)[0]
     b = llm.generate({"prompt_token_ids": [1, 2, 3]}, params, use_tqdm=False)[0]
@@ -129,7 +133,7 @@ def test_n_and_seed_reproduce():
 
 
 def test_logprobs_are_returned_per_token():
-    llm = LLM("random:tiny-llama", device="cpu", max_model_len=64)
+    llm = LLM("random:tiny-llama", **FP32, max_model_len=64)
     out = llm.generate({"prompt_token_ids": [1, 2, 3]},
                        SamplingParams(temperature=0, max_tokens=5, logprobs=3, ignore_eos=True),
                        use_tqdm=False)[0].outputs[0]
@@ -147,7 +151,7 @@ def test_triton_attention_matches_torch_end_to_end():
     interpreted on a CPU) as through the PyTorch reference."""
     prompts = [{"prompt_token_ids": p} for p in prompts_of_different_lengths(512, seed=3)]
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
-    kwargs = dict(max_model_len=96, block_size=16, dtype="float32")
+    kwargs = dict(max_model_len=96, block_size=16, **FP32)
     expected = [o.outputs[0].token_ids for o in LLM("random:tiny-qwen3", attention="torch",
                                                     **kwargs).generate(prompts, params,
                                                                        use_tqdm=False)]
