@@ -39,8 +39,20 @@ class Attention(nn.Module):
         key_cache, value_cache = kv_cache[0], kv_cache[1]
         self.ops.reshape_and_cache(k, v, key_cache, value_cache, md.slot_mapping)
 
-        out = torch.zeros_like(q)
         num_p = md.num_prefill_tokens
+        num_d = md.decode_block_tables.shape[0]
+        # Pure-decode and pure-prefill steps (the common cases) return the kernel's output as
+        # is; a mixed step fills one buffer (saves a memset and a copy per layer).
+        if md.num_prefills == 0 and num_d == q.shape[0]:
+            return self.ops.paged_decode_attention(
+                q, key_cache, value_cache, md.decode_block_tables, md.decode_context_lens,
+                self.scale).view(-1, self.num_heads * self.head_size)
+        if md.num_decode_tokens == 0 and num_p == q.shape[0]:
+            return self.ops.paged_prefill_attention(
+                q, key_cache, value_cache, md.prefill_block_tables, md.query_start_loc,
+                md.prefill_context_lens, self.scale,
+                md.max_query_len).view(-1, self.num_heads * self.head_size)
+        out = torch.zeros_like(q)
         if md.num_prefills > 0:
             out[:num_p] = self.ops.paged_prefill_attention(
                 q[:num_p], key_cache, value_cache, md.prefill_block_tables,
@@ -48,7 +60,6 @@ class Attention(nn.Module):
         if md.num_decode_tokens > 0:
             # With CUDA graphs the decode part is padded: block_tables and context_lens have one
             # row per (padded) decode token, padding rows with context length 0.
-            num_d = md.decode_block_tables.shape[0]
             out[num_p:num_p + num_d] = self.ops.paged_decode_attention(
                 q[num_p:num_p + num_d], key_cache, value_cache, md.decode_block_tables,
                 md.decode_context_lens, self.scale)

@@ -11,9 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minivllm.model_executor.layers.compile import fused_on_cuda
+
+
+@fused_on_cuda
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
 
 class SiluAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., 2 * d] holding [gate | up] -> silu(gate) * up, [..., d]."""
-        gate, up = x.chunk(2, dim=-1)
-        return F.silu(gate) * up
+        return silu_and_mul(x)

@@ -8,13 +8,30 @@ of channels loses too much), then the result is cast back and scaled, exactly as
 
 Like vLLM, the norm can also do the residual add that precedes it: `norm(x, residual)` returns
 `(norm(x + residual), x + residual)`. On a GPU vLLM fuses the two into one kernel
-(`fused_add_rms_norm`); here the point is the calling convention the decoder layers use.
+(`fused_add_rms_norm`); here `torch.compile` fuses each into one kernel on CUDA
+(see compile.py).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from minivllm.model_executor.layers.compile import fused_on_cuda
+
+
+@fused_on_cuda
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+@fused_on_cuda
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x + residual
+    return rms_norm.__wrapped__(x, weight, eps), x
 
 
 class RMSNorm(nn.Module):
@@ -23,16 +40,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
 
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x32.to(x.dtype)
-
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Normalize over the last dimension; with `residual`, add it first and also return the
         sum (the next residual)."""
         if residual is None:
-            return self._norm(x)
-        x = x + residual
-        return self._norm(x), x
+            return rms_norm(x, self.weight, self.variance_epsilon)
+        return fused_add_rms_norm(x, residual, self.weight, self.variance_epsilon)

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from minivllm.model_executor.layers.compile import fused_on_cuda
+
 
 def default_inv_freq(head_size: int, rope_theta: float) -> torch.Tensor:
     """[head_size / 2] float32 rotation speed of each channel pair."""
@@ -83,9 +85,14 @@ class RotaryEmbedding(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T]; query [T, num_heads * head_size], key [T, num_kv_heads * head_size].
         Returns the rotated query and key, same shapes."""
-        cos, sin = self.cos_sin_cache[positions].unsqueeze(1).chunk(2, dim=-1)
-        return (_rotate(query, cos, sin, self.head_size),
-                _rotate(key, cos, sin, self.head_size))
+        return apply_rope(positions, query, key, self.cos_sin_cache, self.head_size)
+
+
+@fused_on_cuda
+def apply_rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
+               cos_sin_cache: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = cos_sin_cache[positions].unsqueeze(1).chunk(2, dim=-1)
+    return _rotate(query, cos, sin, head_size), _rotate(key, cos, sin, head_size)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_size: int
