@@ -6,8 +6,8 @@ output lengths uniform in [100, 1024] (seed 0), ignore_eos, max_model_len 4096, 
 
 - minivllm, stepped by hand so that prefill and decode time can be told apart;
 - Hugging Face transformers' continuous batching (`init_continuous_batching`, paged attention,
-  CUDA graphs) on the same weights, on the first `--hf-num-prompts` requests (it is slow; its
-  tok/s is reported for that subset);
+  CUDA graphs) on the same weights, in a subprocess (hf_peer.py), on the first
+  `--hf-num-prompts` requests (it is slow; its tok/s is reported for that subset);
 - the roofline: every decode step must read the weights once and each running sequence's KV
   cache; with all sequences decoding together that is max(output_len) weight reads plus every
   request's KV reads, over the copy bandwidth measured here.
@@ -19,7 +19,9 @@ output lengths uniform in [100, 1024] (seed 0), ignore_eos, max_model_len 4096, 
 from __future__ import annotations
 
 import argparse
-import gc
+import json
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -55,34 +57,15 @@ def run_minivllm(llm: LLM, requests: list[Request]) -> dict:
 
 
 def run_hf(folder: str, requests: list[Request]) -> dict:
-    """transformers' continuous batching on the same weights (paged attention, CUDA graphs)."""
-    from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig
-
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.bfloat16, attn_implementation="paged|sdpa").cuda().eval()
-    gen = GenerationConfig(do_sample=False, max_new_tokens=max(r.output_len for r in requests),
-                           eos_token_id=None, pad_token_id=0)
-    cb = ContinuousBatchingConfig(use_cuda_graph=True)
-
-    def once(reqs: list[Request]) -> tuple[int, float]:
-        manager = model.init_continuous_batching(generation_config=gen,
-                                                 continuous_batching_config=cb)
-        manager.start()
-        start = time.perf_counter()
-        ids = [manager.add_request(r.prompt_token_ids, max_new_tokens=r.output_len)
-               for r in reqs]
-        tokens = 0
-        for rid in ids:
-            result = manager.get_result(request_id=rid, timeout=600)
-            tokens += len(result.generated_tokens)
-        elapsed = time.perf_counter() - start
-        manager.stop(block=True)
-        return tokens, elapsed
-
-    once(requests[:2])  # warm-up
-    tokens, elapsed = once(requests)
-    return {"num_prompts": len(requests), "output_tokens": tokens, "elapsed_s": elapsed,
-            "output_tok_s": tokens / elapsed}
+    """transformers' continuous batching on the same weights, in a subprocess (hf_peer.py)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump([[r.prompt_token_ids, r.output_len] for r in requests], f)
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput.hf_peer", folder,
+                               f.name], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -115,12 +98,7 @@ def main() -> None:
     if args.hf_num_prompts and torch.cuda.is_available():
         with tempfile.TemporaryDirectory() as folder:
             save_random_model(args.model.removeprefix("random:"), folder)
-            try:
-                figures["hf"] = run_hf(folder, requests[: args.hf_num_prompts])
-            except Exception as exc:  # the peer's API moves between releases: record, go on
-                figures["hf"] = {"error": f"{type(exc).__name__}: {exc}"}
-        gc.collect()
-        torch.cuda.empty_cache()
+            figures["hf"] = run_hf(folder, requests[: args.hf_num_prompts])
 
     llm = LLM(args.model, **llm_kwargs)
     warm = random_workload(8, cfg.vocab_size, (16, 64), (16, 64), seed=1)
