@@ -79,6 +79,23 @@ def time_ms(fn: Callable[[], object], reps: int = 5) -> float:
     return statistics.median(times)
 
 
+def cuda_graph_ms(fn: Callable[[], object]) -> float | None:
+    """Median milliseconds per replay of `fn` captured in a CUDA graph (None without CUDA).
+
+    A graph replay launches all of `fn`'s kernels with one call, so this is the device time
+    without Python's launch overhead: what an engine that replays decode steps in CUDA graphs
+    (vLLM, and ours) pays. It matters for short kernels: a Triton launch costs tens of
+    microseconds of CPU time, as much as a whole decode kernel on a small batch.
+    """
+    if not torch.cuda.is_available():
+        return None
+    fn()  # compile and allocate outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_ms(graph.replay)
+
+
 def copy_bandwidth_gbs(num_bytes: int = 2**30) -> float:
     """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written: the
     memory roofline that bandwidth-bound kernels are held against."""

@@ -174,12 +174,12 @@ def paged_prefill_attention(query: torch.Tensor, key_cache: torch.Tensor,
     if num_tokens == 0 or num_seqs == 0:
         return out
     queries_per_kv = num_heads // num_kv_heads
-    # 128 Q rows (tokens x heads of one KV group) by 32 keys, 8 warps (two Hopper warpgroups):
-    # the fastest of a sweep on an H100 at head_dim 128; half the key tile at larger head_dim
-    # keeps the 3 pipeline stages of K and V in shared memory.
-    block_m = max(128, triton.next_power_of_2(queries_per_kv))
+    # 128 Q rows (tokens x heads of one KV group) by 32 keys, 8 warps (two Hopper warpgroups),
+    # 3 stages: the fastest of a sweep on an H100 at head_dim 128 (larger key tiles were
+    # slower). Beyond head_dim 128, half the rows keep the fp32 accumulator in registers.
+    block_m = max(128 if head_dim <= 128 else 64, triton.next_power_of_2(queries_per_kv))
     block_q = block_m // queries_per_kv
-    block_n = 32 if head_dim <= 128 else 16
+    block_n = 32
     grid = (num_kv_heads, num_seqs, triton.cdiv(max_query_len, block_q))
     _paged_prefill_kernel[grid](
         out, query, key_cache, value_cache, block_tables, query_start_loc, context_lens,
