@@ -23,16 +23,16 @@ from minivllm.config import EngineConfig
 from minivllm.core.kv_cache_manager import make_kv_cache_manager
 from minivllm.core.scheduler import make_scheduler
 from minivllm.engine.detokenizer import IncrementalDetokenizer
+from minivllm.executor import make_executor
 from minivllm.model_executor.model_loader import (
     get_generation_config,
-    get_model,
     get_model_config,
     get_tokenizer,
 )
 from minivllm.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from minivllm.sampling_params import SamplingParams
 from minivllm.sequence import Sequence, SequenceStatus
-from minivllm.worker.model_runner import GiB, ModelRunner, SampleResult
+from minivllm.worker.model_runner import SampleResult
 
 logger = logging.getLogger("minivllm")
 
@@ -70,24 +70,21 @@ class LLMEngine:
         if self.tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(self.tokenizer.eos_token_id)
 
-        start = time.perf_counter()
-        model = get_model(config)
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        logger.info("Model loading took %.4f GiB and %.2f seconds", weight_bytes / GiB,
-                    time.perf_counter() - start)
-
-        self.model_runner = ModelRunner(config, model, self.model_config)
-        num_blocks = self.model_runner.determine_num_blocks()
-        self.model_runner.init_kv_cache(num_blocks)
-        self.model_runner.capture_cuda_graphs()
+        # Loads the model and allocates the KV cache: in this process, or, with
+        # tensor_parallel_size > 1, one shard per process (minivllm/executor/).
+        self.model_executor = make_executor(config, self.model_config)
+        self.model_runner = self.model_executor.driver_runner
+        num_blocks = self.model_executor.num_blocks
         num_tokens = num_blocks * config.block_size
         logger.info("KV cache: %d blocks, %s tokens", num_blocks, f"{num_tokens:,}")
         logger.info("Maximum concurrency for %s tokens per request: %.2fx",
                     f"{config.max_model_len:,}", num_tokens / config.max_model_len)
         self.kv_cache_manager = make_kv_cache_manager(
-            config.kv_allocator, num_blocks, config.block_size, config.max_model_len)
+            config.kv_allocator, num_blocks, config.block_size, config.max_model_len,
+            config.enable_prefix_caching)
         self.scheduler = make_scheduler(config, self.kv_cache_manager)
         self.requests: dict[str, RequestState] = {}
+        self.last_stats_log_time = time.monotonic()
 
     # -- requests ---------------------------------------------------------------------------
     def get_tokenizer(self):
@@ -149,6 +146,10 @@ class LLMEngine:
                 if not seq.is_finished:
                     self.scheduler.finish_seq(seq, SequenceStatus.FINISHED_ABORTED)
 
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel worker processes, if any (also done at exit)."""
+        self.model_executor.shutdown()
+
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
@@ -160,9 +161,11 @@ class LLMEngine:
         sched_out = self.scheduler.schedule()
         if sched_out.is_empty:
             return []
-        results = self.model_runner.execute_model(sched_out, self.kv_cache_manager)
+        results = self.model_executor.execute_model(sched_out, self.kv_cache_manager)
         self.scheduler.update_from_output(sched_out)
         now = time.monotonic()
+        if not self.config.disable_log_stats and now - self.last_stats_log_time >= 5.0:
+            self._log_stats(now)
         advanced: dict[str, RequestState] = {}
         for result in results:
             state = self.requests[result.seq.request_id]
@@ -175,6 +178,14 @@ class LLMEngine:
                 state.metrics.finished_time = now
                 del self.requests[state.request_id]
         return outputs
+
+    def _log_stats(self, now: float) -> None:
+        """vLLM's periodic LoggingStatLogger line (every 5 s unless disable_log_stats)."""
+        self.last_stats_log_time = now
+        kv = self.kv_cache_manager
+        logger.info("Running: %d reqs, Waiting: %d reqs, GPU KV cache usage: %.1f%%, "
+                    "Prefix cache hit rate: %.1f%%", len(self.scheduler.running),
+                    len(self.scheduler.waiting), 100 * kv.usage, 100 * kv.prefix_cache_hit_rate)
 
     def _process_sample(self, state: RequestState, result: SampleResult, now: float) -> None:
         seq = result.seq

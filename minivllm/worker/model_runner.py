@@ -179,7 +179,7 @@ class ModelRunner:
         for s in scheduled:
             seq = s.seq
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + s.num_new_tokens
-            if s.num_new_tokens == 1:  # a decode: skip building the token list
+            if not s.is_prefill:  # a decode: skip building the token list
                 input_ids.append(seq.last_token_id)
             else:
                 input_ids += seq.all_token_ids[start:end]
@@ -205,7 +205,12 @@ class ModelRunner:
     @torch.inference_mode()
     def execute_model(self, out: SchedulerOutput,
                       kv_cache_manager: KVCacheManager) -> list[SampleResult]:
-        inputs = self.prepare_inputs(out.scheduled, kv_cache_manager)
+        return self.execute_model_input(self.prepare_inputs(out.scheduled, kv_cache_manager))
+
+    @torch.inference_mode()
+    def execute_model_input(self, inputs: ModelInput) -> list[SampleResult]:
+        """Model and sampler on a prepared batch. With tensor parallelism every rank runs this
+        on the inputs the driver (rank 0) broadcast; only the driver gets logits and samples."""
         md = inputs.attn_metadata
         graphs = self.cuda_graphs
         if graphs is not None and md.num_prefills == 0 and (
@@ -214,9 +219,11 @@ class ModelRunner:
                                 md.block_tables, md.context_lens)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, md)
-        if not inputs.seqs_to_sample:
+        if inputs.logits_indices.numel() == 0:
             return []
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
+        if logits is None:  # a tensor-parallel worker: it sent its slice to the driver
+            return []
         md = SamplingMetadata.from_sequences(inputs.seqs_to_sample, self.vocab_size, self.device)
         return self._to_results(inputs.seqs_to_sample, self.sampler(logits, md))
 

@@ -26,10 +26,14 @@ def fused_on_cuda(fn: F) -> F:
     """`fn` compiled (once, for any shapes) when its first argument is a CUDA tensor."""
     if os.environ.get("MINIVLLM_NO_COMPILE") == "1":
         return fn
-    compiled = torch.compile(fn, dynamic=True)  # compiles lazily, on the first CUDA call
+
+    @functools.cache
+    def compiled() -> Callable:
+        # Made on the first CUDA call: importing torch's compiler costs seconds on every start.
+        return torch.compile(fn, dynamic=True)
 
     @functools.wraps(fn)
     def dispatch(*args):
-        return compiled(*args) if args[0].is_cuda else fn(*args)
+        return compiled()(*args) if args[0].is_cuda else fn(*args)
 
     return dispatch  # type: ignore[return-value]

@@ -4,9 +4,11 @@ We produce them as a *checkpoint*, (Hugging Face name, tensor) pairs, and feed t
 model's ordinary `load_weights`, so a random model is loaded exactly like a real one and can be
 saved as a real folder (`save_random_model`) that Hugging Face transformers loads too.
 
-The checkpoint's names and shapes are read off our own model: each parameter is one checkpoint
-tensor, except the stacked ones (qkv_proj, gate_up_proj), which are split back into their shards
-with the model's `stacked_params_mapping`.
+The checkpoint's names and shapes are read off our own model, as one process would build it:
+each parameter is one checkpoint tensor, except the stacked ones (qkv_proj, gate_up_proj), which
+are split back into their shards with the model's `stacked_params_mapping`. With tensor
+parallelism every rank draws this same whole checkpoint and its layers' weight loaders keep
+their shards, so the model is the same for every `tensor_parallel_size`.
 
 Values: norm weights 1 (an RMSNorm's neutral value), everything else normal(0, 0.02), the usual
 initializer range, which keeps activations in a sane range through many layers. They are drawn on
@@ -20,12 +22,19 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from minivllm.distributed import as_tensor_parallel_rank, get_tensor_model_parallel_world_size
+
 RANDOM_WEIGHTS_SEED = 0
 INIT_STD = 0.02
 
 
 def checkpoint_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """Hugging Face tensor name -> shape, for every tensor a checkpoint of `model` holds."""
+    if get_tensor_model_parallel_world_size() > 1:
+        # `model` holds this rank's shards; the checkpoint holds whole tensors. Read them off
+        # an unsharded copy built on the meta device (shapes only, no memory).
+        with as_tensor_parallel_rank(0, 1), torch.device("meta"):
+            model = type(model)(model.config)
     shapes = {}
     for name, param in model.named_parameters():
         shards = [(name.replace(param_name, shard_name), shard_id)

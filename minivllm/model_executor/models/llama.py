@@ -20,6 +20,11 @@ They differ only in small switches, all read from the config:
 Mistral's sliding window is not implemented: attention always sees the whole context, which is
 exact for sequences no longer than `config.sliding_window`.
 
+Tensor parallelism (Megatron-LM style, see `layers/linear.py`): each rank runs num_heads / N
+query heads with their KV heads (replicated when there are fewer KV heads than ranks) and
+intermediate_size / N MLP columns; o_proj and down_proj are row-parallel, so a decoder layer
+makes two all-reduces. Norms, RoPE and the residual stream are whole on every rank.
+
 Module names follow Hugging Face's (`model.layers.3.self_attn...`), so `load_weights` maps
 checkpoint names onto parameters with a few string replacements.
 """
@@ -38,7 +43,7 @@ from minivllm.model_executor.layers.layernorm import RMSNorm
 from minivllm.model_executor.layers.linear import (
     MergedColumnParallelLinear,
     QKVParallelLinear,
-    ReplicatedLinear,
+    RowParallelLinear,
     default_weight_loader,
 )
 from minivllm.model_executor.layers.rotary_embedding import RotaryEmbedding
@@ -62,7 +67,8 @@ class LlamaMLP(nn.Module):
         bias = getattr(config, "mlp_bias", False)
         self.gate_up_proj = MergedColumnParallelLinear(
             config.hidden_size, [config.intermediate_size] * 2, bias=bias)
-        self.down_proj = ReplicatedLinear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size,
+                                           bias=bias)
         self.act_fn = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,18 +79,20 @@ class LlamaAttention(nn.Module):
     def __init__(self, config: PretrainedConfig, rotary_emb: RotaryEmbedding,
                  attention_backend: str) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
         self.head_dim = get_head_dim(config)
-        self.q_size = self.num_heads * self.head_dim
-        self.kv_size = self.num_kv_heads * self.head_dim
-
         attention_bias = getattr(config, "attention_bias", False)
         # Qwen2's q/k/v projections always have a bias; its config has no switch for it.
         qkv_bias = attention_bias or config.model_type == "qwen2"
-        self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim, self.num_heads,
-                                          self.num_kv_heads, bias=qkv_bias)
-        self.o_proj = ReplicatedLinear(self.q_size, config.hidden_size, bias=attention_bias)
+        self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim,
+                                          config.num_attention_heads,
+                                          config.num_key_value_heads, bias=qkv_bias)
+        # This rank's heads (all of them without tensor parallelism).
+        self.num_heads = self.qkv_proj.num_heads
+        self.num_kv_heads = self.qkv_proj.num_kv_heads
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.o_proj = RowParallelLinear(config.num_attention_heads * self.head_dim,
+                                        config.hidden_size, bias=attention_bias)
         # Qwen3 normalizes every query and key head (RMSNorm over head_dim) before RoPE, which
         # bounds the size of the attention logits.
         self.q_norm = self.k_norm = None
@@ -179,9 +187,10 @@ class LlamaForCausalLM(nn.Module):
         Returns the final hidden states [T, hidden_size]."""
         return self.model(input_ids, positions, kv_caches, attn_metadata)
 
-    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """[N, hidden_size] -> [N, vocab_size] float32. Separate from `forward` so the runner
-        scores only the rows it samples from (the last token of each prefill)."""
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        """[N, hidden_size] -> [N, vocab_size] float32 (None on tensor-parallel ranks other
+        than 0, which do not sample). Separate from `forward` so the runner scores only the rows
+        it samples from (the last token of each prefill)."""
         return self.lm_head.compute_logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
