@@ -1,0 +1,1 @@
+"""Serving benchmark: the OpenAI server under load vs the offline engine."""
