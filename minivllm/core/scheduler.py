@@ -123,9 +123,11 @@ class Scheduler:
         raise NotImplementedError
 
     def update_from_output(self, out: SchedulerOutput) -> None:
-        """The model ran: the scheduled tokens' K/V are now in the cache."""
+        """The model ran: the scheduled tokens' K/V are now in the cache, and the blocks they
+        filled can be shared with later prompts (prefix caching, lab 5)."""
         for s in out.scheduled:
             s.seq.num_computed_tokens += s.num_new_tokens
+            self.kv_cache_manager.cache_blocks(s.seq)
 
     def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
         """Preemption by recompute: drop the sequence's KV cache, keep its tokens (prompt and
@@ -139,8 +141,20 @@ class Scheduler:
         out.preempted.append(seq)
 
     def _num_tokens_to_run(self, seq: Sequence, budget: int) -> int:
-        """How many of seq's uncomputed tokens fit in the remaining token budget (0: none)."""
+        """How many of seq's uncomputed tokens fit in the remaining token budget (0: none).
+
+        Without chunked prefill a sequence runs all its uncomputed tokens or waits; with it, a
+        prompt takes what is left of the budget and goes on in the next step (lab 5). Running
+        sequences are served before waiting ones, and a chunk takes all the budget left, so
+        the only sequence that can be part-way through its prompt is the newest running one:
+        the decodes of the others come first in every step, beside its next chunk.
+
+        A sequence not admitted yet (new, or preempted) skips the prefix that the prefix cache
+        holds (lab 5); `allocate_slots` hands it those blocks.
+        """
         n = seq.num_uncomputed_tokens
+        if not seq.block_table:
+            n -= self.kv_cache_manager.get_computed_blocks(seq)[1]
         if n <= budget:
             return n
         return budget if self.enable_chunked_prefill else 0
