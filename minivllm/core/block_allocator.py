@@ -26,7 +26,8 @@ class BlockAllocator:
         return len(self.free_block_ids)
 
     def allocate(self) -> int:
-        """Take a free block, give it reference count 1 and return its id.
+        """Take the block at the front of `free_block_ids`, give it reference count 1 and
+        return its id (FIFO: blocks freed longest ago are reused first).
 
         Raises NoFreeBlocksError when none is free.
         """
@@ -48,7 +49,7 @@ class BlockAllocator:
         # END SOLUTION
 
     def free(self, block_id: int) -> None:
-        """Drop one reference; the block goes back to the free list when none is left.
+        """Drop one reference; when none is left the block goes to the end of the free list.
 
         Freeing a block that is already free is a bug in the caller (it would hand the same
         block to two sequences later): raise ValueError.

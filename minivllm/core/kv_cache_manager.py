@@ -165,7 +165,10 @@ class PagedKVCacheManager(KVCacheManager):
         # END SOLUTION
 
     def free(self, seq: Sequence) -> None:
-        """Return every block of seq to the pool and empty its block table."""
+        """Return every block of seq to the pool, last block first, and empty its block table.
+
+        (Last first: with prefix caching the tail of a sequence is the least likely to be
+        shared again, so it should be the first to be reused.)"""
         # BEGIN SOLUTION lab1
         for block_id in reversed(seq.block_table):
             self.allocator.free(block_id)

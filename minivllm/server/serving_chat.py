@@ -43,6 +43,15 @@ class OpenAIServingChat(OpenAIServing):
     async def create_chat_completion(
             self, request: ChatCompletionRequest,
     ) -> ChatCompletionResponse | AsyncGenerator[str, None]:
+        """Serve POST /v1/chat/completions (vLLM: `OpenAIServingChat.create_chat_completion`).
+
+        Render the messages with the chat template, tokenize, check the length and turn the
+        request into SamplingParams (a ValueError is the client's fault: OpenAIError, 400).
+        Then start generating; with `stream` return the SSE generator, else wait for the final
+        output and build one ChatCompletionResponse: a choice per sample (message with the
+        assistant role, finish_reason, stop_reason, logprobs if asked) and the usage.
+        """
+        # BEGIN SOLUTION lab4
         model_name = self.models.check_model(request.model)
         try:
             prompt = self.render_chat(
@@ -85,10 +94,18 @@ class OpenAIServingChat(OpenAIServing):
             id=request_id, model=model_name, choices=choices,
             usage=UsageInfo(prompt_tokens=len(token_ids), completion_tokens=num_generated,
                             total_tokens=len(token_ids) + num_generated))
+        # END SOLUTION
 
     async def _stream(self, request: ChatCompletionRequest, request_id: str, model_name: str,
                       role: str, echo: str, num_prompt_tokens: int,
                       results: AsyncGenerator[RequestOutput, None]) -> AsyncGenerator[str, None]:
+        """The SSE stream of a chat completion, in OpenAI's order: per choice a first chunk
+        whose delta carries the role; then, as outputs arrive, a chunk per choice that advanced
+        with only the new text (outputs are cumulative: remember what was sent), the last one
+        with its finish_reason; with stream_options.include_usage a chunk with no choices and
+        the usage; then `data: [DONE]`. An error after the stream started (status 200 already
+        sent) becomes an error event, still followed by [DONE]."""
+        # BEGIN SOLUTION lab4
         created = int(time.time())
 
         def chunk(*choices: ChatCompletionResponseStreamChoice,
@@ -127,6 +144,7 @@ class OpenAIServingChat(OpenAIServing):
         except Exception as e:
             yield sse_error(e)
         yield SSE_DONE
+        # END SOLUTION
 
     def _logprobs(self, output: CompletionOutput, start: int,
                   top_logprobs: int | None) -> ChatCompletionLogProbs:

@@ -38,6 +38,7 @@ class OpenAIServingCompletion(OpenAIServing):
             self, request: CompletionRequest) -> CompletionResponse | AsyncGenerator[str, None]:
         """A `CompletionResponse`, or for `stream: true` an iterator of SSE events. Invalid
         requests raise `OpenAIError` here, before anything is streamed."""
+        # BEGIN SOLUTION lab4
         model_name = self.models.check_model(request.model)
         prompts = self._prompts(request)
         try:
@@ -73,6 +74,7 @@ class OpenAIServingCompletion(OpenAIServing):
             id=request_id, model=model_name, choices=choices,
             usage=UsageInfo(prompt_tokens=num_prompt_tokens, completion_tokens=num_generated,
                             total_tokens=num_prompt_tokens + num_generated))
+        # END SOLUTION
 
     def _prompts(self, request: CompletionRequest) -> list[_Prompt]:
         prompt = request.prompt
@@ -92,6 +94,11 @@ class OpenAIServingCompletion(OpenAIServing):
                       prompts: list[_Prompt],
                       results: AsyncGenerator[tuple[int, RequestOutput], None],
                       ) -> AsyncGenerator[str, None]:
+        """The SSE stream of a completion: as outputs arrive, a chunk per choice that advanced
+        with only its new text (index i * n + j for sample j of prompt i), the last with its
+        finish_reason; the usage chunk when asked; then `data: [DONE]`; an error after the start
+        becomes an error event followed by [DONE]."""
+        # BEGIN SOLUTION lab4
         num_choices = len(prompts) * request.n
         sent_text = [0] * num_choices  # characters of each choice already sent
         sent_tokens = [0] * num_choices
@@ -127,6 +134,7 @@ class OpenAIServingCompletion(OpenAIServing):
         except Exception as e:
             yield sse_error(e)
         yield SSE_DONE
+        # END SOLUTION
 
     def _logprobs(self, output: CompletionOutput, start: int,
                   text_offset: int) -> CompletionLogProbs:

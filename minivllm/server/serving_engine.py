@@ -23,22 +23,28 @@ SSE_DONE = "data: [DONE]\n\n"
 
 def sse(payload: BaseModel) -> str:
     """One Server-Sent Event: a `data:` line with the JSON chunk, then a blank line."""
+    # BEGIN SOLUTION lab4
     return f"data: {payload.model_dump_json()}\n\n"
+    # END SOLUTION
 
 
 def to_openai_error(error: Exception) -> OpenAIError:
     """Invalid input (ValueError, as SamplingParams and the engine raise it) is the client's
     fault: 400. Anything else is ours: 500."""
+    # BEGIN SOLUTION lab4
     if isinstance(error, OpenAIError):
         return error
     if isinstance(error, ValueError):
         return OpenAIError(str(error))
     return OpenAIError(f"{type(error).__name__}: {error}", HTTPStatus.INTERNAL_SERVER_ERROR)
+    # END SOLUTION
 
 
 def sse_error(error: Exception) -> str:
     """Once a stream has started, the status is already 200: an error becomes an event."""
+    # BEGIN SOLUTION lab4
     return sse(to_openai_error(error).to_response())
+    # END SOLUTION
 
 
 class OpenAIServing:

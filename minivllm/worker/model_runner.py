@@ -121,15 +121,17 @@ class ModelRunner:
         rows = torch.zeros(self.config.max_num_seqs, dtype=torch.long, device=self.device)
         self.model.compute_logits(hidden[rows])
         torch.cuda.synchronize()
-        size = num_blocks * self.kv_cache_spec.bytes_per_block
+        size = sum(c.nbytes for c in caches)
         del caches, hidden
         return size
 
     def init_kv_cache(self, num_blocks: int) -> None:
         start = time.perf_counter()
         self.kv_caches = allocate_kv_caches(self.kv_cache_spec, num_blocks, self.device)
+        # Sized from the tensors, not KVCacheSpec's arithmetic (lab 0), so that a fixed
+        # num_gpu_blocks_override runs before lab 0 is done.
         logger.info("Allocated KV cache: %d blocks x %d tokens, %.2f GiB, in %.2f s", num_blocks,
-                    self.block_size, num_blocks * self.kv_cache_spec.bytes_per_block / GiB,
+                    self.block_size, sum(c.nbytes for c in self.kv_caches) / GiB,
                     time.perf_counter() - start)
 
     def capture_cuda_graphs(self) -> None:
