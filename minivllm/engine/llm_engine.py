@@ -2,7 +2,8 @@
 
     add_request ─► Scheduler.waiting
     step():  Scheduler.schedule()          which sequences, how many tokens (lab 3)
-             ModelRunner.execute_model()   batch tensors, model, attention (lab 2), sampler
+             executor.execute_model()      ModelRunner: batch tensors, model, attention
+                                           (lab 2), sampler; on every rank with TP
              Scheduler.update_from_output()
              append tokens, detokenize, check stop conditions, free finished sequences' blocks
     ◄─ RequestOutputs of the requests that advanced
