@@ -207,6 +207,13 @@ def test_engine_logs_the_prefix_cache_hit_rate(caplog):
     prompt = list(range(20))
     generate(llm, [prompt])
     llm.llm_engine.last_stats_log_time = float("-inf")  # due now
-    with caplog.at_level(logging.INFO, logger="minivllm"):
-        generate(llm, [prompt])
+    # Listen on the "minivllm" logger itself: the server's log set-up (run in-process by other
+    # tests) stops it propagating to the root logger, where caplog listens by default.
+    logger = logging.getLogger("minivllm")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="minivllm"):
+            generate(llm, [prompt])
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "Prefix cache hit rate: 40.0%" in caplog.text  # 16 of 40 tokens looked up

@@ -140,6 +140,9 @@ class AuthenticationMiddleware:
         self.expected = f"Bearer {api_key}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a /v1 HTTP request without `Authorization: Bearer <key>` with a 401 in the
+        error envelope (compare in constant time); pass everything else to the app."""
+        # BEGIN SOLUTION lab4
         if (scope["type"] == "http" and scope["method"] != "OPTIONS"
                 and scope["path"].startswith("/v1")):
             given = Headers(scope=scope).get("authorization", "").encode()
@@ -148,6 +151,7 @@ class AuthenticationMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+        # END SOLUTION
 
 
 @asynccontextmanager

@@ -52,7 +52,10 @@ class OpenAIError(Exception):
 
 
 def _validation_error(exc: RequestValidationError) -> OpenAIError:
-    """One readable line from pydantic's error list, e.g. `temperature: Input should be ...`."""
+    """One readable line from pydantic's error list, e.g. `temperature: Input should be ...`,
+    as a 400 OpenAIError (FastAPI's default would be a 422 in its own format); `param` names the
+    first offending field. Malformed JSON reads "JSON decode error: ..."."""
+    # BEGIN SOLUTION lab4
     messages, params = [], []
     for err in exc.errors():
         loc = [str(part) for part in err.get("loc", ()) if part != "body"]
@@ -68,6 +71,7 @@ def _validation_error(exc: RequestValidationError) -> OpenAIError:
             params.append(loc[0])
     return OpenAIError("; ".join(messages) or "Invalid request",
                        param=params[0] if params else None)
+    # END SOLUTION
 
 
 def install_exception_handlers(app: FastAPI) -> None:

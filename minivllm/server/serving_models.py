@@ -32,4 +32,7 @@ class OpenAIServingModels:
                          max_model_len=self.max_model_len)
 
     def show_available_models(self) -> ModelList:
+        """GET /v1/models: one model card per served name (all serve the same engine)."""
+        # BEGIN SOLUTION lab4
         return ModelList(data=[self.model_card(name) for name in self.served_model_names])
+        # END SOLUTION
