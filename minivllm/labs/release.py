@@ -32,6 +32,8 @@ INSTRUCTOR_ONLY = (
     "minivllm/labs/release.py",  # this file and its helper: students get the release, not
     "minivllm/labs/solution_regions.py",  # the tool that makes it
     "tests/test_course_tooling.py",  # checks the reference, the release and the mutants
+    "tests/test_slides.py",  # the lecture decks and their figures run reference code
+    "scripts/make_figures.py",
 )
 """Glob patterns (fnmatch, so `*` also crosses `/`) of files the release leaves out."""
 
