@@ -33,6 +33,7 @@ INSTRUCTOR_ONLY = (
     "minivllm/labs/solution_regions.py",  # the tool that makes it
     "tests/test_course_tooling.py",  # checks the reference, the release and the mutants
     "tests/test_slides.py",  # the lecture decks and their figures run reference code
+    "tests/test_notebooks.py",  # runs every notebook end to end: needs every lab done
     "scripts/make_figures.py",
 )
 """Glob patterns (fnmatch, so `*` also crosses `/`) of files the release leaves out."""
