@@ -35,6 +35,17 @@ class SamplingType(enum.IntEnum):
     other sequences of the batch."""
 
 
+class RequestOutputKind(enum.IntEnum):
+    """Which `RequestOutput`s the engine makes for a request (vLLM's `RequestOutputKind`)."""
+    CUMULATIVE = 0
+    """One after every step that advances the request, with all its text and tokens so far
+    (what a stream needs)."""
+    FINAL_ONLY = 2
+    """Only the last one. `LLM.generate` asks for this: building an output for each of 256
+    running requests on every step costs milliseconds of host time per step, while the GPU
+    waits, to produce objects nobody reads."""
+
+
 @dataclass
 class SamplingParams:
     n: int = 1
@@ -77,6 +88,8 @@ class SamplingParams:
     minivllm's fast tokenizers decode special tokens as they are, as in vLLM."""
     include_stop_str_in_output: bool = False
     """Keep the matched stop string at the end of the output text."""
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    """Every step's output, or only the final one (see `RequestOutputKind`)."""
 
     # -- derived, not constructor arguments --------------------------------------------
     output_text_buffer_length: int = field(init=False, default=0)

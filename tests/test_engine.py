@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from minivllm import LLM, SamplingParams
 from minivllm.model_executor.model_loader import save_random_model
+from minivllm.sampling_params import RequestOutputKind
 
 ARCHS = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"]
 NUM_STEPS = 32
@@ -120,6 +121,28 @@ def test_abort_frees_blocks_and_other_requests_continue():
     assert len(finished["b"].outputs[0].token_ids) == 20
     kv = engine.kv_cache_manager
     assert kv.num_free_blocks == kv.num_blocks
+
+
+def test_final_only_requests_return_one_output_with_the_cumulative_result():
+    llm = LLM("random:tiny-llama", **FP32, max_model_len=96)
+    engine = llm.llm_engine
+    prompt = [3, 1, 4, 1, 5]
+    cumulative = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    final_only = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+    engine.add_request("every-step", prompt, cumulative)
+    engine.add_request("final", prompt, final_only)
+    seen: dict[str, list] = {"every-step": [], "final": []}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            seen[out.request_id].append(out)
+    assert len(seen["every-step"]) == 6 and len(seen["final"]) == 1
+    last, only = seen["every-step"][-1], seen["final"][0]
+    assert only.finished and only.outputs[0].token_ids == last.outputs[0].token_ids
+    assert only.outputs[0].text == last.outputs[0].text
+    # LLM.generate asks for final outputs on a copy: the caller's params are unchanged.
+    llm.generate({"prompt_token_ids": prompt}, cumulative, use_tqdm=False)
+    assert cumulative.output_kind == RequestOutputKind.CUMULATIVE
 
 
 def test_n_and_seed_reproduce():

@@ -7,7 +7,8 @@ output lengths uniform in [100, 1024] (seed 0), ignore_eos, max_model_len 4096, 
 - minivllm, stepped by hand so that prefill and decode time can be told apart;
 - Hugging Face transformers' continuous batching (`init_continuous_batching`, paged attention,
   CUDA graphs) on the same weights, in a subprocess (hf_peer.py), on the first
-  `--hf-num-prompts` requests (it is slow; its tok/s is reported for that subset);
+  `--hf-num-prompts` requests (it is slow); its tok/s is compared with ours on the whole workload
+  and with ours on that same subset;
 - the roofline: every decode step must read the weights once and each running sequence's KV
   cache; with all sequences decoding together that is max(output_len) weight reads plus every
   request's KV reads, over the copy bandwidth measured here.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,15 +32,19 @@ import torch
 from benchmarks.common import copy_bandwidth_gbs, device_slug, write_result
 from benchmarks.workload import Request, decode_kv_token_reads, random_workload
 from minivllm import LLM, SamplingParams
+from minivllm.sampling_params import RequestOutputKind
 
 
 def run_minivllm(llm: LLM, requests: list[Request]) -> dict:
+    """What `llm.generate` does (final outputs only), stepped by hand to time each step."""
     engine = llm.llm_engine
     for i, r in enumerate(requests):
         engine.add_request(f"bench-{i}-{time.monotonic_ns()}", r.prompt_token_ids,
-                           SamplingParams(temperature=0, max_tokens=r.output_len, ignore_eos=True))
+                           SamplingParams(temperature=0, max_tokens=r.output_len, ignore_eos=True,
+                                          output_kind=RequestOutputKind.FINAL_ONLY))
     scheduler = engine.scheduler
-    prefill_s = decode_s = 0.0
+    prefill_steps: list[float] = []
+    decode_s = 0.0
     num_steps = num_output = 0
     start = time.perf_counter()
     while engine.has_unfinished_requests():
@@ -46,23 +52,32 @@ def run_minivllm(llm: LLM, requests: list[Request]) -> dict:
         outputs = engine.step()  # ends with the step's device-to-host copy: a sync point
         dt = time.perf_counter() - t0
         has_prefill = any(s.is_prefill for s in scheduler.last_output.scheduled)
-        prefill_s += dt if has_prefill else 0.0
-        decode_s += 0.0 if has_prefill else dt
+        if has_prefill:  # prefills, with the decodes of the running sequences beside them
+            prefill_steps.append(dt)
+        else:
+            decode_s += dt
         num_steps += 1
         num_output += sum(len(o.token_ids) for out in outputs if out.finished
                           for o in out.outputs)
     total = time.perf_counter() - start
     return {"elapsed_s": total, "output_tokens": num_output, "output_tok_s": num_output / total,
-            "prefill_step_s": prefill_s, "decode_step_s": decode_s, "num_steps": num_steps}
+            "prefill_step_s": sum(prefill_steps), "decode_step_s": decode_s,
+            "num_steps": num_steps, "num_prefill_steps": len(prefill_steps),
+            "prefill_step_ms_median": 1e3 * statistics.median(prefill_steps),
+            "prefill_step_ms_max": 1e3 * max(prefill_steps)}
 
 
-def run_hf(folder: str, requests: list[Request]) -> dict:
+def run_hf(folder: str, requests: list[Request], timeout_s: float) -> dict:
     """transformers' continuous batching on the same weights, in a subprocess (hf_peer.py)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump([[r.prompt_token_ids, r.output_len] for r in requests], f)
         f.flush()
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput.hf_peer", folder,
-                               f.name], capture_output=True, text=True, timeout=900)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput.hf_peer",
+                                   folder, f.name], capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"error": f"did not finish within {timeout_s:.0f} s"}
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -75,6 +90,8 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--hf-num-prompts", type=int, default=64,
                         help="requests given to the transformers peer (0: skip it)")
+    parser.add_argument("--hf-timeout", type=float, default=900,
+                        help="seconds the transformers peer may take")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run")
     args = parser.parse_args()
@@ -98,7 +115,7 @@ def main() -> None:
     if args.hf_num_prompts and torch.cuda.is_available():
         with tempfile.TemporaryDirectory() as folder:
             save_random_model(args.model.removeprefix("random:"), folder)
-            figures["hf"] = run_hf(folder, requests[: args.hf_num_prompts])
+            figures["hf"] = run_hf(folder, requests[: args.hf_num_prompts], args.hf_timeout)
 
     llm = LLM(args.model, **llm_kwargs)
     warm = random_workload(8, cfg.vocab_size, (16, 64), (16, 64), seed=1)
@@ -119,7 +136,11 @@ def main() -> None:
     figures["ratio_to_roofline"] = ours["output_tok_s"] / roofline_tok_s
     hf_tok_s = figures.get("hf", {}).get("output_tok_s")
     if hf_tok_s:
+        # The peer ran a subset; fewer requests batch less, so compare on that subset too.
+        subset = run_minivllm(llm, requests[: args.hf_num_prompts])
+        figures["minivllm_on_hf_subset"] = subset
         figures["ratio_to_hf"] = ours["output_tok_s"] / hf_tok_s
+        figures["ratio_to_hf_same_subset"] = subset["output_tok_s"] / hf_tok_s
     record["figures"] = figures
     path = write_result(f"throughput_{'smoke' if args.smoke else device_slug()}", record)
     print(f"minivllm: {ours['output_tok_s']:.0f} output tok/s ({ours['output_tokens']} tokens in "

@@ -190,7 +190,7 @@ class StaticScheduler(Scheduler):
                 budget -= n
             return out
         for seq in list(self.running):
-            if seq not in self.running:  # preempted below while making room for another
+            if seq.status != SequenceStatus.RUNNING:  # preempted below, to make room
                 continue
             n = self._num_tokens_to_run(seq, budget)
             if n == 0:
@@ -223,7 +223,7 @@ class ContinuousScheduler(Scheduler):
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         for seq in list(self.running):
-            if seq not in self.running:  # preempted below while making room for another
+            if seq.status != SequenceStatus.RUNNING:  # preempted below, to make room
                 continue
             n = self._num_tokens_to_run(seq, budget)
             if n == 0:

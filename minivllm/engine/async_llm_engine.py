@@ -26,6 +26,12 @@ runs apart from the event loop and the two talk through queues:
 * After every step the engine thread measures what vLLM's Prometheus logger records (TTFT,
   inter-token latency, end-to-end latency, token counts, queue sizes) and hands it to the stat
   loggers (`minivllm.server.metrics`).
+* If a step raises, the engine's state is no longer trustworthy (the scheduler may have
+  allocated blocks for a batch that never ran), so the loop does not carry on: it records the
+  error as `dead_error`, fails every waiting request with `EngineDeadError` and calls
+  `on_engine_dead`, which the server uses to exit (vLLM's `EngineDeadError`; vLLM too shuts the
+  API server down unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH is set). A request the engine refuses
+  in `add_request` (a ValueError) fails alone and the loop goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,6 +87,18 @@ class IterationStats:
 class StatLogger(Protocol):
     def record(self, scheduler_stats: SchedulerStats,
                iteration_stats: IterationStats | None) -> None: ...
+
+
+class RequestLogger(Protocol):
+    """Logs requests as they come and go (`minivllm.server.request_logger`); called on the
+    event loop. Prompts and outputs are users' data: the server passes one only when asked."""
+
+    def log_inputs(self, request_id: str, prompt: str | list[int],
+                   params: SamplingParams) -> None: ...
+
+    def log_outputs(self, output: RequestOutput) -> None: ...
+
+    def log_abort(self, request_id: str) -> None: ...
 
 
 @dataclass
@@ -132,9 +150,11 @@ class RequestOutputCollector:
 
 
 class AsyncLLMEngine:
-    def __init__(self, engine: LLMEngine, stat_loggers: Sequence[StatLogger] = ()) -> None:
+    def __init__(self, engine: LLMEngine, stat_loggers: Sequence[StatLogger] = (),
+                 request_logger: RequestLogger | None = None) -> None:
         self.engine = engine
         self.stat_loggers = list(stat_loggers)
+        self.request_logger = request_logger
         self._inputs: queue.SimpleQueue = queue.SimpleQueue()
         self._collectors: dict[str, RequestOutputCollector] = {}  # event loop side only
         self._times: dict[str, _RequestTimes] = {}  # engine thread side only
@@ -142,6 +162,8 @@ class AsyncLLMEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.dead_error: BaseException | None = None
+        self.on_engine_dead: Callable[[BaseException], None] | None = None
+        """Called on the event loop once the engine loop has died and its requests failed."""
 
     @property
     def config(self) -> EngineConfig:
@@ -172,25 +194,38 @@ class AsyncLLMEngine:
             self._thread = None
 
     # -- the API the server uses (event loop side) -------------------------------------------
+    def check_health(self) -> None:
+        """Raise EngineDeadError once the engine loop has died (vLLM's `check_health`)."""
+        if self.dead_error is not None:
+            raise EngineDeadError(f"The engine loop has died ({self.dead_error!r}); restart the "
+                                  "server.") from self.dead_error
+
+    def check_fits_kv_cache(self, num_tokens: int) -> None:
+        """ValueError if a sequence of `num_tokens` tokens could never fit the KV cache. Safe
+        off the engine thread: it reads only the pool's fixed size."""
+        self.engine.check_fits_kv_cache(num_tokens)
+
     async def generate(self, prompt: str | list[int], sampling_params: SamplingParams,
                        request_id: str) -> AsyncGenerator[RequestOutput, None]:
         """Add a request and yield its `RequestOutput` each time it advances (cumulative text
         and token ids), the last one with `finished=True`. Closing or cancelling the generator
         before then aborts the request."""
-        if self.dead_error is not None:
-            raise EngineDeadError("The engine loop has died; restart the server.") \
-                from self.dead_error
+        self.check_health()
         if not self.is_running:
             self.start()
         if request_id in self._collectors:
             raise ValueError(f"Request id {request_id} already running.")
         collector = self._collectors[request_id] = RequestOutputCollector()
         self._inputs.put(_AddRequest(request_id, prompt, sampling_params, time.monotonic()))
+        if self.request_logger is not None:
+            self.request_logger.log_inputs(request_id, prompt, sampling_params)
         finished = False
         try:
             while not finished:
                 output = await collector.get()
                 finished = output.finished
+                if finished and self.request_logger is not None:
+                    self.request_logger.log_outputs(output)
                 yield output
         finally:
             if not finished:  # cancelled, closed early or failed: free the engine's resources
@@ -200,6 +235,8 @@ class AsyncLLMEngine:
         ids = [request_id] if isinstance(request_id, str) else list(request_id)
         for rid in ids:
             self._collectors.pop(rid, None)
+            if self.request_logger is not None:
+                self.request_logger.log_abort(rid)
         self._inputs.put(_AbortRequest(ids))
 
     # -- engine thread ----------------------------------------------------------------------
@@ -307,3 +344,5 @@ class AsyncLLMEngine:
     def _fail_all(self, error: BaseException) -> None:
         for request_id in list(self._collectors):
             self._fail(request_id, EngineDeadError(f"The engine loop has died: {error!r}"))
+        if self.on_engine_dead is not None:
+            self.on_engine_dead(error)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,11 +33,16 @@ from minivllm.model_executor.model_loader import (
     get_tokenizer,
 )
 from minivllm.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
-from minivllm.sampling_params import SamplingParams
+from minivllm.sampling_params import RequestOutputKind, SamplingParams
 from minivllm.sequence import Sequence, SequenceStatus
 from minivllm.worker.model_runner import SampleResult
 
 logger = logging.getLogger("minivllm")
+
+FAIL_AT_STEP_ENV = "MINIVLLM_TEST_FAIL_AT_STEP"
+"""Fault injection for the reliability tests: `MINIVLLM_TEST_FAIL_AT_STEP=k` makes the k-th
+step that runs the model raise, as a failing kernel or a lost device would, after the scheduler
+has allocated that step's blocks."""
 
 
 @dataclass
@@ -93,6 +99,10 @@ class LLMEngine:
         self.scheduler = make_scheduler(config, self.kv_cache_manager)
         self.requests: dict[str, RequestState] = {}
         self.last_stats_log_time = time.monotonic()
+        self.num_steps = 0
+        """Steps that ran the model."""
+        self.fail_at_step = int(os.environ.get(FAIL_AT_STEP_ENV) or 0)
+        """Test hook: the step with this number raises (0: never)."""
 
     # -- requests ---------------------------------------------------------------------------
     def get_tokenizer(self):
@@ -136,12 +146,17 @@ class LLMEngine:
                 f"The decoder prompt (length {len(prompt_ids)}) is longer than the maximum "
                 f"model length of {max_len}. Make sure that `max_model_len` is no smaller than "
                 "the number of text tokens.")
-        wanted = len(prompt_ids) + (params.max_tokens or max_len)
-        if not self.kv_cache_manager.can_ever_fit(min(wanted, max_len)):
+        self.check_fits_kv_cache(min(len(prompt_ids) + (params.max_tokens or max_len), max_len))
+
+    def check_fits_kv_cache(self, num_tokens: int) -> None:
+        """Raise ValueError if a sequence of `num_tokens` tokens could not fit the KV cache even
+        alone: it would wait forever. Reads only the pool's fixed size, so the server calls it
+        from its own thread too, to refuse such a request with a 400 before a stream starts."""
+        if not self.kv_cache_manager.can_ever_fit(num_tokens):
             raise ValueError(
-                f"This request needs up to {min(wanted, max_len)} tokens of KV cache, but the "
-                f"whole cache holds {self.kv_cache_manager.num_blocks * self.config.block_size}"
-                " tokens; it could never run. Lower max_tokens or give the cache more memory.")
+                f"This request needs up to {num_tokens} tokens of KV cache, but the whole cache "
+                f"holds {self.kv_cache_manager.num_blocks * self.config.block_size} tokens; it "
+                "could never run. Lower max_tokens or give the cache more memory.")
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Stop requests now and free their KV blocks; unknown ids are ignored (as in vLLM)."""
@@ -166,6 +181,8 @@ class LLMEngine:
 
     # -- the step ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        """Schedule, run the model once, sample; return an output for each request the step
+        advanced (for `FINAL_ONLY` requests, only once they finish)."""
         with lab_guard():
             return self._step()
 
@@ -173,6 +190,10 @@ class LLMEngine:
         sched_out = self.scheduler.schedule()
         if sched_out.is_empty:
             return []
+        self.num_steps += 1
+        if self.num_steps == self.fail_at_step:  # blocks are allocated: a mid-step failure
+            raise RuntimeError(f"Injected fault at engine step {self.num_steps} "
+                               f"({FAIL_AT_STEP_ENV})")
         results = self.model_executor.execute_model(sched_out, self.kv_cache_manager)
         self.scheduler.update_from_output(sched_out)
         now = time.monotonic()
@@ -185,7 +206,8 @@ class LLMEngine:
             advanced[state.request_id] = state
         outputs = []
         for state in advanced.values():
-            outputs.append(self._make_output(state))
+            if state.finished or state.params.output_kind != RequestOutputKind.FINAL_ONLY:
+                outputs.append(self._make_output(state))
             if state.finished:
                 state.metrics.finished_time = now
                 del self.requests[state.request_id]

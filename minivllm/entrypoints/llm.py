@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence as Seq
+from dataclasses import replace
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from minivllm.config import DEFAULT_MODEL, EngineConfig
 from minivllm.engine.llm_engine import LLMEngine
 from minivllm.outputs import RequestOutput
-from minivllm.sampling_params import SamplingParams
+from minivllm.sampling_params import RequestOutputKind, SamplingParams
 
 PromptType = str | dict[str, Any] | list[int]
 """A text prompt, vLLM's `TokensPrompt` dict {"prompt_token_ids": [...]}, or token ids."""
@@ -44,6 +45,9 @@ class LLM:
             sampling_params = SamplingParams()
         params_list = (list(sampling_params) if isinstance(sampling_params, Seq)
                        else [sampling_params] * len(prompt_list))
+        # Only finished outputs are returned, so the engine need not build the others (vLLM's
+        # LLM does the same). A copy: the caller's params are left as they were.
+        params_list = [replace(p, output_kind=RequestOutputKind.FINAL_ONLY) for p in params_list]
         if len(params_list) != len(prompt_list):
             raise ValueError(f"Got {len(prompt_list)} prompts but {len(params_list)} "
                              "sampling_params")

@@ -42,6 +42,7 @@ def init_model_runner(config: EngineConfig,
     runner = ModelRunner(config, model, model_config)
     num_blocks = all_reduce_min(runner.determine_num_blocks())
     runner.init_kv_cache(num_blocks)
+    runner.warm_up_attention()
     runner.capture_cuda_graphs()
     return runner, num_blocks
 

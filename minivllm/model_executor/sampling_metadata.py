@@ -16,13 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from minivllm.sampling_params import SamplingType
 from minivllm.sequence import Sequence
 
 
-def async_tensor_h2d(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def async_tensor_h2d(data: list | np.ndarray, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
     """A host list as a tensor on `device`, without blocking the host (vLLM's
     `async_tensor_h2d`). Copies from ordinary (pageable) memory make CUDA wait until the GPU
     is idle; from page-locked (pinned) memory they are queued behind the running kernels."""

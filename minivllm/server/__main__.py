@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -28,14 +29,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging()
     try:
-        server, sock = build_server(args)
+        server, sock, engine = build_server(args)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # a missing model, a bad value, a busy port: one line, no traceback
         logging.getLogger("minivllm").debug("Start-up failed", exc_info=True)
         detail = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
         sys.exit(f"{make_arg_parser().prog}: error: {detail}")
-    server.run(sockets=[sock])
+    # uvicorn shuts down cleanly on Ctrl-C, then raises the signal again for the caller, as
+    # `uvicorn.run` does; like `uvicorn.run`, end there without a KeyboardInterrupt traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    if engine.dead_error is not None:  # exit non-zero, so that a supervisor restarts us
+        sys.exit(f"{make_arg_parser().prog}: error: the engine loop died "
+                 f"({engine.dead_error!r}); see the traceback in the log above.")
 
 
 if __name__ == "__main__":

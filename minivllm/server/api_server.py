@@ -6,12 +6,20 @@ a busy port fails in a second rather than after the model has loaded), load toke
 weights and size the KV cache (`LLMEngine`, which logs each step), build the app, start the
 engine loop (in the app's lifespan) and serve with uvicorn. The model is loaded once; every
 request shares the one engine.
+
+Around the routes sit three ASGI middlewares, outermost first: CORS (only with
+`--allowed-origins`), the API key (`--api-key`, on `/v1/*`), and the body-size limit
+(`--max-request-body-bytes`, in `limits.py`). If the engine loop dies, the server shuts itself
+down (unless MINIVLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1) and `python -m minivllm.server` exits
+with status 1, so a supervisor restarts it instead of a dead server answering 500 forever.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -21,6 +29,7 @@ from http import HTTPStatus
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -34,6 +43,7 @@ from minivllm.engine.llm_engine import LLMEngine
 from minivllm.server.chat_utils import load_chat_template
 from minivllm.server.cli_args import engine_config_from_args, non_default_args
 from minivllm.server.errors import OpenAIError, install_exception_handlers
+from minivllm.server.limits import RequestBodyLimitMiddleware, RequestLimits
 from minivllm.server.metrics import PrometheusStatLogger
 from minivllm.server.protocol import (
     ChatCompletionRequest,
@@ -41,6 +51,7 @@ from minivllm.server.protocol import (
     DetokenizeRequest,
     TokenizeRequest,
 )
+from minivllm.server.request_logger import RequestLogger
 from minivllm.server.serving_chat import OpenAIServingChat
 from minivllm.server.serving_completion import OpenAIServingCompletion
 from minivllm.server.serving_models import OpenAIServingModels
@@ -48,6 +59,13 @@ from minivllm.server.serving_tokenization import OpenAIServingTokenization
 from minivllm.server.utils import with_cancellation
 
 logger = logging.getLogger("minivllm")
+
+KEEP_ALIVE_ON_ENGINE_DEATH_ENV = "MINIVLLM_KEEP_ALIVE_ON_ENGINE_DEATH"
+"""Set to 1 to keep serving (503 on /health, 500 on generation) after the engine loop died,
+to look at the server in that state (vLLM: VLLM_KEEP_ALIVE_ON_ENGINE_DEATH)."""
+
+SHUTDOWN_GRACE_S = 5
+"""On shutdown (Ctrl-C, or the engine died), how long in-flight requests get to finish."""
 
 router = APIRouter()
 
@@ -61,6 +79,7 @@ class ServerState:
     chat: OpenAIServingChat
     tokenization: OpenAIServingTokenization
     registry: CollectorRegistry
+    limits: RequestLimits
 
 
 def state(request: Request) -> ServerState:
@@ -105,14 +124,20 @@ async def retrieve_model(model_name: str, raw_request: Request) -> Response:
 @router.post("/v1/completions")
 @with_cancellation
 async def create_completion(request: CompletionRequest, raw_request: Request) -> Response:
-    return respond(await state(raw_request).completion.create_completion(request))
+    server = state(raw_request)
+    server.engine.check_health()
+    server.limits.check(request)
+    return respond(await server.completion.create_completion(request))
 
 
 @router.post("/v1/chat/completions")
 @with_cancellation
 async def create_chat_completion(request: ChatCompletionRequest,
                                  raw_request: Request) -> Response:
-    return respond(await state(raw_request).chat.create_chat_completion(request))
+    server = state(raw_request)
+    server.engine.check_health()
+    server.limits.check(request)
+    return respond(await server.chat.create_chat_completion(request))
 
 
 @router.post("/tokenize")
@@ -130,23 +155,26 @@ class AuthenticationMiddleware:
     """`--api-key`: every `/v1/*` request must carry `Authorization: Bearer <key>`.
 
     A plain ASGI middleware (as in vLLM) rather than `@app.middleware("http")`, which would wrap
-    streaming responses. `secrets.compare_digest` takes the same time whatever the mismatch, so
-    the key cannot be guessed byte by byte from response times. `/health`, `/metrics` and the
-    other routes outside `/v1` stay open.
+    streaming responses. A plain `==` returns at the first differing byte, so its timing tells
+    an attacker how much of a guess was right; `secrets.compare_digest` takes the same time
+    whatever the mismatch. Comparing SHA-256 digests, as vLLM does, hides the key's length
+    too. `/health`, `/metrics` and the other routes outside `/v1` stay open; OPTIONS passes, so
+    that CORS preflight requests (which never carry credentials) can be answered.
     """
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.expected_digest = hashlib.sha256(f"Bearer {api_key}".encode()).digest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a /v1 HTTP request without `Authorization: Bearer <key>` with a 401 in the
-        error envelope (compare in constant time); pass everything else to the app."""
+        error envelope (compare the header's SHA-256 digest with `expected_digest`, in constant
+        time); pass everything else to the app."""
         # BEGIN SOLUTION lab4
         if (scope["type"] == "http" and scope["method"] != "OPTIONS"
                 and scope["path"].startswith("/v1")):
             given = Headers(scope=scope).get("authorization", "").encode()
-            if not secrets.compare_digest(given, self.expected):
+            if not secrets.compare_digest(hashlib.sha256(given).digest(), self.expected_digest):
                 response = OpenAIError("Unauthorized", HTTPStatus.UNAUTHORIZED).to_json_response()
                 await response(scope, receive, send)
                 return
@@ -164,11 +192,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build_app(args: argparse.Namespace, engine: AsyncLLMEngine, registry: CollectorRegistry,
               chat_template: str | None = None) -> FastAPI:
-    app = FastAPI(title="minivllm", version=__version__, lifespan=lifespan)
+    docs = {} if not args.disable_fastapi_docs else {
+        "openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = FastAPI(title="minivllm", version=__version__, lifespan=lifespan, **docs)
     app.include_router(router)
     install_exception_handlers(app)
+    # add_middleware wraps what is there: the last one added runs first.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_bytes=args.max_request_body_bytes)
     if args.api_key:
         app.add_middleware(AuthenticationMiddleware, api_key=args.api_key)
+    if args.allowed_origins:  # outermost, so that 401s and 413s carry the CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=args.allowed_origins,
+                           allow_credentials=args.allow_credentials,
+                           allow_methods=args.allowed_methods,
+                           allow_headers=args.allowed_headers)
 
     models = OpenAIServingModels(args.served_model_name, args.model, engine.config.max_model_len)
     app.state.server = ServerState(
@@ -176,7 +213,8 @@ def build_app(args: argparse.Namespace, engine: AsyncLLMEngine, registry: Collec
         completion=OpenAIServingCompletion(engine, models),
         chat=OpenAIServingChat(engine, models, chat_template, args.response_role),
         tokenization=OpenAIServingTokenization(engine, models, chat_template),
-        registry=registry)
+        registry=registry,
+        limits=RequestLimits(args.max_n_sequences, args.max_stop_sequences))
     return app
 
 
@@ -188,7 +226,8 @@ def create_server_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_server(args: argparse.Namespace) -> tuple[uvicorn.Server, socket.socket]:
+def build_server(args: argparse.Namespace
+                 ) -> tuple[uvicorn.Server, socket.socket, AsyncLLMEngine]:
     """Everything that can fail at start-up: flags, port, model, KV cache, chat template."""
     logger.info("minivllm API server version %s", __version__)
     logger.info("non-default args: %s", non_default_args(args))
@@ -203,7 +242,11 @@ def build_server(args: argparse.Namespace) -> tuple[uvicorn.Server, socket.socke
     registry = CollectorRegistry()
     stat_logger = PrometheusStatLogger(registry, args.served_model_name[0], llm_engine.config,
                                        llm_engine.kv_cache_manager.num_blocks)
-    app = build_app(args, AsyncLLMEngine(llm_engine, [stat_logger]), registry, chat_template)
+    request_logger = RequestLogger(
+        llm_engine.tokenizer, max_log_len=args.max_log_len,
+        log_outputs=args.enable_log_outputs) if args.enable_log_requests else None
+    engine = AsyncLLMEngine(llm_engine, [stat_logger], request_logger)
+    app = build_app(args, engine, registry, chat_template)
 
     logger.info("Available routes are:")
     for route in router.routes:
@@ -213,5 +256,16 @@ def build_server(args: argparse.Namespace) -> tuple[uvicorn.Server, socket.socke
     logger.info("Starting minivllm API server on http://%s:%d",
                 f"[{host}]" if ":" in host else host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.uvicorn_log_level,
-                                           timeout_keep_alive=5))
-    return server, sock
+                                           timeout_keep_alive=5,
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+
+    def on_engine_dead(error: BaseException) -> None:
+        if os.environ.get(KEEP_ALIVE_ON_ENGINE_DEATH_ENV) == "1":
+            logger.error("The engine loop died (%r); serving errors until stopped "
+                         "(%s=1).", error, KEEP_ALIVE_ON_ENGINE_DEATH_ENV)
+            return
+        logger.error("The engine loop died (%r); shutting down the API server.", error)
+        server.should_exit = True
+
+    engine.on_engine_dead = on_engine_dead
+    return server, sock, engine

@@ -14,8 +14,10 @@ from jinja2 import TemplateError
 
 from minivllm.server.protocol import ChatMessageParam
 
-_RESERVED = {"conversation", "chat_template", "tokenize", "add_generation_prompt",
+_RESERVED = {"conversation", "messages", "chat_template", "tokenize", "add_generation_prompt",
              "continue_final_message"}
+"""Arguments of `apply_chat_template` (and the template's `messages`) that
+`chat_template_kwargs` may not override."""
 
 
 def load_chat_template(chat_template: str | None) -> str | None:
@@ -55,9 +57,13 @@ def apply_chat_template(tokenizer: Any, messages: list[ChatMessageParam],
                         chat_template_kwargs: dict[str, Any] | None) -> str:
     """Render the conversation as the prompt text the model was trained on.
 
-    transformers raises ValueError when there is no template at all, and Jinja's TemplateError
-    (e.g. "Conversation roles must alternate") is a ValueError to the client too.
-    `chat_template_kwargs` reach the template as variables (e.g. Qwen3's `enable_thinking`).
+    transformers raises ValueError when there is no template at all. Anything else rendering
+    raises is a ValueError to the client too (a 400): Jinja's TemplateError (e.g. the
+    template's own `raise_exception("Conversation roles must alternate")`), but also the
+    TypeError or ZeroDivisionError of a template that meets a conversation it did not expect.
+    A template is a small program run on the client's data; vLLM likewise answers 400 when it
+    raises. `chat_template_kwargs` reach the template as variables (e.g. Qwen3's
+    `enable_thinking`).
     """
     kwargs = {k: v for k, v in (chat_template_kwargs or {}).items() if k not in _RESERVED}
     conversation = [{**m.model_dump(exclude_none=True), "content": message_content(m)}
@@ -67,5 +73,9 @@ def apply_chat_template(tokenizer: Any, messages: list[ChatMessageParam],
             conversation, chat_template=chat_template, tokenize=False,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message, **kwargs)
+    except ValueError:
+        raise
     except TemplateError as e:
         raise ValueError(f"Chat template error: {e}") from e
+    except Exception as e:
+        raise ValueError(f"Chat template error: {type(e).__name__}: {e}") from e

@@ -8,6 +8,7 @@ of `EngineConfig` (`--max-num-seqs` -> `max_num_seqs`), so `engine_config_from_a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import fields
 from typing import NoReturn
@@ -57,6 +58,43 @@ def make_arg_parser() -> ArgumentParser:
                              "defaults to the tokenizer's.")
     server.add_argument("--response-role", default="assistant",
                         help="Role of the generated message when add_generation_prompt=true.")
+    server.add_argument("--allowed-origins", nargs="+", default=None,
+                        help="Origins a browser page may call the API from (CORS), e.g. "
+                             "http://localhost:3000, or a JSON list as vLLM takes it. CORS is "
+                             "off unless given (vLLM allows every origin by default).")
+    server.add_argument("--allowed-methods", nargs="+", default=["*"],
+                        help="HTTP methods allowed to cross-origin callers (with "
+                             "--allowed-origins).")
+    server.add_argument("--allowed-headers", nargs="+", default=["*"],
+                        help="Request headers allowed to cross-origin callers (with "
+                             "--allowed-origins).")
+    server.add_argument("--allow-credentials", action="store_true",
+                        help="Let cross-origin callers send cookies and Authorization (with "
+                             "--allowed-origins).")
+    server.add_argument("--disable-fastapi-docs", action="store_true",
+                        help="Do not serve the OpenAPI schema, Swagger UI or ReDoc.")
+    server.add_argument("--enable-log-requests", action="store_true",
+                        help="Log each request's id, sampling parameters and prompt. Off by "
+                             "default: prompts are the users' data.")
+    server.add_argument("--enable-log-outputs", action="store_true",
+                        help="Also log each finished request's output text (needs "
+                             "--enable-log-requests).")
+    server.add_argument("--max-log-len", type=_positive_int, default=None,
+                        help="Characters (and token ids) of a prompt or output to log at most; "
+                             "unlimited by default.")
+
+    limits = parser.add_argument_group(
+        "request limits", "Bounds on what one request may ask for, so a single client cannot "
+        "exhaust the server's memory or CPU. Larger requests get a 4xx, never a 5xx.")
+    limits.add_argument("--max-request-body-bytes", type=_positive_int, default=4 * 2**20,
+                        help="Largest request body accepted; larger ones get 413 before they "
+                             "are read.")
+    limits.add_argument("--max-n-sequences", type=_positive_int, default=64,
+                        help="Most sequences one request may generate: n times the number of "
+                             "prompts (vLLM's VLLM_MAX_N_SEQUENCES).")
+    limits.add_argument("--max-stop-sequences", type=_positive_int, default=16,
+                        help="Most `stop` strings and most `stop_token_ids` per request; each is "
+                             "checked after every generated token (OpenAI allows 4).")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=DEFAULT_MODEL,
@@ -119,7 +157,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.api_key = os.environ.get(API_KEY_ENV) or None
     if args.served_model_name is None:
         args.served_model_name = [args.model]
+    for name in ("allowed_origins", "allowed_methods", "allowed_headers"):
+        try:
+            setattr(args, name, _flatten_json_lists(getattr(args, name)))
+        except ValueError as e:
+            parser.error(f"--{name.replace('_', '-')}: {e}")
+    if args.enable_log_outputs and not args.enable_log_requests:
+        parser.error("--enable-log-outputs needs --enable-log-requests")
     return args
+
+
+def _flatten_json_lists(values: list[str] | None) -> list[str] | None:
+    """`--allowed-origins a b` or vLLM's `--allowed-origins '["a", "b"]'`: both give [a, b]."""
+    if values is None:
+        return None
+    flat: list[str] = []
+    for value in values:
+        if not value.startswith("["):
+            flat.append(value)
+            continue
+        items = json.loads(value)
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError(f"expected a JSON list of strings, got {value}")
+        flat += items
+    return flat
 
 
 def non_default_args(args: argparse.Namespace) -> dict:

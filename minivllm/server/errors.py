@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from minivllm.engine.async_llm_engine import EngineDeadError
 from minivllm.server.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return OpenAIError(str(exc.detail), HTTPStatus(exc.status_code)).to_json_response()
+
+    @app.exception_handler(EngineDeadError)
+    async def _engine_dead(_: Request, exc: EngineDeadError) -> JSONResponse:
+        # Expected once the engine has died (its traceback is logged once, by the engine).
+        return OpenAIError(str(exc), HTTPStatus.INTERNAL_SERVER_ERROR).to_json_response()
 
     @app.exception_handler(Exception)
     async def _internal_error(_: Request, exc: Exception) -> JSONResponse:

@@ -4,7 +4,9 @@ Mirrors vLLM's `vllm/entrypoints/openai/protocol.py`. The request models accept 
 OpenAI fields plus vLLM's sampling extras (`top_k`, `min_p`, `repetition_penalty`, `min_tokens`,
 `ignore_eos`, ...). Fields a client sends that we do not know are ignored (and logged), as vLLM
 does, so clients written for newer OpenAI APIs keep working. Values are not range-checked here:
-`SamplingParams` owns those checks, so the engine and the server give the same message.
+`SamplingParams` owns those checks, so the engine and the server give the same message. Two
+exceptions guard the engine from what JSON can carry and Python cannot use: `seed` must fit
+64 bits, and strings must be valid Unicode (no lone surrogates).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ logger = logging.getLogger(__name__)
 MAX_LOGPROBS = 20
 """Most alternatives per token a request may ask for (vLLM's default `--max-logprobs`)."""
 
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+"""The range of a 64-bit seed, as vLLM's protocol bounds `seed` (`torch.iinfo(torch.long)`):
+JSON integers are unbounded, and `torch.Generator.manual_seed` raises on anything wider, which
+would happen inside an engine step and take the whole engine down with it."""
+
 
 def random_uuid() -> str:
     return uuid.uuid4().hex
@@ -39,9 +46,38 @@ class OpenAIBaseModel(BaseModel):
     """Base of every response object."""
 
 
+def _has_lone_surrogate(data: Any) -> bool:
+    """Whether any string in `data` (nested lists and dicts, keys included) holds a lone UTF-16
+    surrogate. JSON may spell one (`"\\ud800"`) and `json.loads` accepts it, but it is not
+    text: the tokenizer raises TypeError on it, and so does encoding any response that quotes
+    it. Iterative, so that deeply nested input cannot exhaust the stack."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return False
+
+
 class RequestModel(OpenAIBaseModel):
-    """Base of every request: unknown fields are dropped, and logged at debug level."""
+    """Base of every request: unknown fields are dropped, and logged at debug level; strings
+    must be valid Unicode."""
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_lone_surrogates(cls, data: Any) -> Any:
+        if _has_lone_surrogate(data):
+            raise ValueError("The request holds a string that is not valid Unicode (a lone "
+                             "UTF-16 surrogate escape such as \\ud800).")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -103,7 +139,7 @@ class SamplingRequest(RequestModel):
     model: str | None = None
     """Optional, as in vLLM: the first served model name when left out."""
     n: int = 1
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=_LONG_MIN, le=_LONG_MAX)
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -156,6 +192,15 @@ class CompletionRequest(SamplingRequest):
     max_tokens: int | None = 16
     """OpenAI's and vLLM's default for completions; None fills up to `max_model_len`."""
     add_special_tokens: bool = True
+
+    @property
+    def prompt_batch(self) -> list[str] | list[list[int]]:
+        """The prompts: a string or a list of token ids is one prompt; a list of strings or of
+        token-id lists is a batch, one engine request each."""
+        prompt = self.prompt
+        if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
+            return [prompt]  # type: ignore[list-item]
+        return prompt  # type: ignore[return-value]
 
     @model_validator(mode="after")
     def _check_logprobs(self) -> CompletionRequest:

@@ -77,17 +77,16 @@ class OpenAIServingCompletion(OpenAIServing):
         # END SOLUTION
 
     def _prompts(self, request: CompletionRequest) -> list[_Prompt]:
-        prompt = request.prompt
-        # str and list[int] are one prompt; list[str] and list[list[int]] are a batch.
-        batch = [prompt] if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int) \
-            else prompt
         prompts = []
-        for item in batch:
+        for item in request.prompt_batch:
             if isinstance(item, str):
-                prompts.append(_Prompt(self.tokenize(item, request.add_special_tokens), item))
+                token_ids, text = self.tokenize(item, request.add_special_tokens), item
             else:
-                prompts.append(_Prompt(item, self.tokenizer.decode(item) if request.echo else ""))
-            self.check_token_ids(prompts[-1].token_ids)
+                token_ids, text = item, ""
+            self.check_token_ids(token_ids)  # first: decoding an id out of range raises
+            if request.echo and not isinstance(item, str):
+                text = self.tokenizer.decode(token_ids)
+            prompts.append(_Prompt(token_ids, text))
         return prompts
 
     async def _stream(self, request: CompletionRequest, request_id: str, model_name: str,

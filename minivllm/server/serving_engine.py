@@ -77,7 +77,19 @@ class OpenAIServing:
                 raise OpenAIError(f"Token id {token_id} is out of vocabulary", param="prompt")
 
     def max_tokens(self, num_prompt_tokens: int, requested: int | None) -> int:
-        """How many tokens to generate; None means as many as fit (vLLM's `_validate_input`)."""
+        """How many tokens to generate; None means as many as fit (vLLM's `_validate_input`).
+
+        Also refuses (400) a request whose prompt and output could never fit the KV cache,
+        even alone, so that it fails here, before a stream starts, rather than in the engine.
+        """
+        max_tokens = self._max_tokens(num_prompt_tokens, requested)
+        try:
+            self.engine.check_fits_kv_cache(num_prompt_tokens + max_tokens)
+        except ValueError as e:
+            raise OpenAIError(str(e), param="max_tokens") from e
+        return max_tokens
+
+    def _max_tokens(self, num_prompt_tokens: int, requested: int | None) -> int:
         if num_prompt_tokens >= self.max_model_len:
             raise OpenAIError(
                 f"This model's maximum context length is {self.max_model_len} tokens. However, "

@@ -34,7 +34,13 @@ from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms
 LOG2E = 1.4426950408889634
 
 
-@triton.jit
+# Triton compiles a kernel variant per "kind" of argument: integers that are 1 or multiples of
+# 16, pointers aligned to 16 bytes or not. The block-table width changes every step, and in a
+# step that mixes prefills and decodes the decode rows' block tables and context lengths are
+# slices that start anywhere. Each new kind would stall a step for about half a second while
+# it compiles, for no gain (these are read one int32 at a time), so none is specialized.
+@triton.jit(do_not_specialize=["stride_bts"],
+            do_not_specialize_on_alignment=["block_tables_ptr", "context_lens_ptr"])
 def _paged_decode_kernel(
     out_ptr,  # [num_seqs, num_heads, head_dim], or [num_seqs, num_heads, NUM_SPLITS, head_dim]
     lse_ptr,  # [num_seqs, num_heads, NUM_SPLITS] fp32 (unused when NUM_SPLITS == 1)

@@ -75,7 +75,10 @@ def _attend_tile(
     # END SOLUTION
 
 
-@triton.jit
+# The block-table width changes from step to step; without do_not_specialize Triton
+# compiles a new variant (for about half a second) whenever its row stride flips
+# between a multiple of 16 and not, or to 1.
+@triton.jit(do_not_specialize=["stride_bts"])
 def _paged_prefill_kernel(
     out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_tables_ptr,
     query_start_loc_ptr, context_lens_ptr,

@@ -98,8 +98,7 @@ MUTANTS = [
     Mutant("waiting_before_running", "admits waiting sequences before serving running ones",
            FILE,
            "        for seq in list(self.running):\n"
-           "            if seq not in self.running:  # preempted below while making room for "
-           "another\n"
+           "            if seq.status != SequenceStatus.RUNNING:  # preempted below, to make room\n"
            "                continue\n"
            "            n = self._num_tokens_to_run(seq, budget)\n"
            "            if n == 0:\n"
@@ -126,7 +125,7 @@ MUTANTS = [
            "            out.scheduled.append(ScheduledSequence(seq, n))\n"
            "            budget -= n\n"
            "        for seq in running_before:\n"
-           "            if seq not in self.running:\n"
+           "            if seq.status != SequenceStatus.RUNNING:\n"
            "                continue\n"
            "            n = self._num_tokens_to_run(seq, budget)\n"
            "            if n == 0:\n"
