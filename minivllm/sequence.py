@@ -31,7 +31,7 @@ class SequenceStatus(enum.Enum):
 
     @property
     def is_finished(self) -> bool:
-        return self.name.startswith("FINISHED")
+        return self in _FINISHED  # asked for every sequence on every step: a set lookup
 
     @property
     def finish_reason(self) -> str | None:
@@ -39,6 +39,9 @@ class SequenceStatus(enum.Enum):
         return {SequenceStatus.FINISHED_STOPPED: "stop",
                 SequenceStatus.FINISHED_LENGTH_CAPPED: "length",
                 SequenceStatus.FINISHED_ABORTED: "abort"}.get(self)
+
+
+_FINISHED = frozenset(s for s in SequenceStatus if s.name.startswith("FINISHED"))
 
 
 class Sequence:

@@ -365,9 +365,12 @@ HOSTILE_CASES: list[HostileCase] = [
     # Malformed bodies.
     HostileCase("100000 nested arrays", C, b"[" * 10**5 + b"]" * 10**5),
     HostileCase("100000 nested objects", C, b'{"a":' * 10**5 + b"1" + b"}" * 10**5),
+    HostileCase("60 nested lists in chat_template_kwargs", CHAT,
+                _chat(chat_template_kwargs={"x": json.loads("[" * 60 + "]" * 60)}),
+                expect=(200,)),
     HostileCase("900 nested lists in chat_template_kwargs", CHAT,
                 _chat(chat_template_kwargs={"x": json.loads("[" * 900 + "]" * 900)}),
-                expect=(200,)),
+                expect=(400,)),
     HostileCase("invalid UTF-8", C, b'{"prompt": "\xff\xfe\xc3", "max_tokens": 4}'),
     HostileCase("a UTF-16 body (json.loads reads it: RFC 7159)", C,
                 json.dumps(_completion()).encode("utf-16"), expect=(200, 400)),

@@ -79,6 +79,10 @@ class IterationStats:
     num_prompt_tokens: int = 0
     num_generation_tokens: int = 0
     num_preempted_reqs: int = 0
+    prefix_cache_queries: int = 0
+    """Prompt tokens looked up in the prefix cache by this step's admissions."""
+    prefix_cache_hits: int = 0
+    """Of those, tokens found there (their KV was reused, not computed)."""
     time_to_first_tokens: list[float] = field(default_factory=list)
     inter_token_latencies: list[float] = field(default_factory=list)
     finished_requests: list[FinishedRequestStats] = field(default_factory=list)
@@ -158,7 +162,8 @@ class AsyncLLMEngine:
         self._inputs: queue.SimpleQueue = queue.SimpleQueue()
         self._collectors: dict[str, RequestOutputCollector] = {}  # event loop side only
         self._times: dict[str, _RequestTimes] = {}  # engine thread side only
-        self._num_preemptions = 0
+        self._totals = {"preemptions": 0, "queries": 0, "hits": 0}
+        """The engine's running totals at the last step, to report each step's increase."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.dead_error: BaseException | None = None
@@ -287,10 +292,14 @@ class AsyncLLMEngine:
 
     def _iteration_stats(self, outputs: list[RequestOutput]) -> IterationStats:
         now = time.monotonic()
-        stats = IterationStats()
-        preemptions = self.engine.scheduler.num_preemptions
-        stats.num_preempted_reqs, self._num_preemptions = (
-            preemptions - self._num_preemptions, preemptions)
+        kv = self.engine.kv_cache_manager
+        totals = {"preemptions": self.engine.scheduler.num_preemptions,
+                  "queries": kv.prefix_cache_queries, "hits": kv.prefix_cache_hits}
+        delta = {k: v - self._totals[k] for k, v in totals.items()}
+        self._totals = totals
+        stats = IterationStats(num_preempted_reqs=delta["preemptions"],
+                               prefix_cache_queries=delta["queries"],
+                               prefix_cache_hits=delta["hits"])
         for output in outputs:
             times = self._times.get(output.request_id)
             if times is None:

@@ -206,9 +206,10 @@ class LLMEngine:
             advanced[state.request_id] = state
         outputs = []
         for state in advanced.values():
-            if state.finished or state.params.output_kind != RequestOutputKind.FINAL_ONLY:
+            finished = state.finished
+            if finished or state.params.output_kind != RequestOutputKind.FINAL_ONLY:
                 outputs.append(self._make_output(state))
-            if state.finished:
+            if finished:
                 state.metrics.finished_time = now
                 del self.requests[state.request_id]
         return outputs

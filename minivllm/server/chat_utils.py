@@ -19,6 +19,26 @@ _RESERVED = {"conversation", "messages", "chat_template", "tokenize", "add_gener
 """Arguments of `apply_chat_template` (and the template's `messages`) that
 `chat_template_kwargs` may not override."""
 
+MAX_TEMPLATE_DATA_DEPTH = 64
+"""Deepest nesting of lists and dicts the template's variables may have. transformers copies
+them recursively before rendering (two stack frames a level), so a few hundred levels of
+`chat_template_kwargs` would end in a RecursionError whose depth depends on the library
+version; a fixed bound gives every client the same clear 400 instead."""
+
+
+def nesting_depth(data: Any) -> int:
+    """Levels of lists and dicts in `data` (0 for a scalar). Iterative: deep input cannot
+    exhaust the stack here."""
+    deepest, stack = 0, [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack += [(child, depth + 1) for child in item]
+    return deepest
+
 
 def load_chat_template(chat_template: str | None) -> str | None:
     """`--chat-template`: a path to a Jinja file, or the template inline.
@@ -68,6 +88,9 @@ def apply_chat_template(tokenizer: Any, messages: list[ChatMessageParam],
     kwargs = {k: v for k, v in (chat_template_kwargs or {}).items() if k not in _RESERVED}
     conversation = [{**m.model_dump(exclude_none=True), "content": message_content(m)}
                     for m in messages]
+    if max(nesting_depth(conversation), nesting_depth(kwargs)) > MAX_TEMPLATE_DATA_DEPTH:
+        raise ValueError("The messages or chat_template_kwargs nest lists and objects more "
+                         f"than {MAX_TEMPLATE_DATA_DEPTH} levels deep.")
     try:
         return tokenizer.apply_chat_template(
             conversation, chat_template=chat_template, tokenize=False,

@@ -64,6 +64,11 @@ class PrometheusStatLogger:
         self.prompt_tokens = counter("prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter(
             "generation_tokens", "Number of generation tokens processed.")
+        # Prefix caching (vLLM v1's names): hit rate = hits / queries over any window.
+        self.prefix_cache_queries = counter(
+            "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.")
+        self.prefix_cache_hits = counter(
+            "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.")
         success = Counter("minivllm:request_success", "Count of successfully processed requests.",
                           [*labels, "finished_reason"], registry=registry)
         self.request_success = {r: success.labels(model_name, r) for r in FINISH_REASONS}
@@ -99,6 +104,8 @@ class PrometheusStatLogger:
         self.num_preemptions.inc(iteration_stats.num_preempted_reqs)
         self.prompt_tokens.inc(iteration_stats.num_prompt_tokens)
         self.generation_tokens.inc(iteration_stats.num_generation_tokens)
+        self.prefix_cache_queries.inc(iteration_stats.prefix_cache_queries)
+        self.prefix_cache_hits.inc(iteration_stats.prefix_cache_hits)
         for ttft in iteration_stats.time_to_first_tokens:
             self.time_to_first_token.observe(ttft)
         for itl in iteration_stats.inter_token_latencies:
