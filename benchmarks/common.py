@@ -8,6 +8,7 @@ be traced to a device, library versions and a git revision.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import statistics
@@ -24,6 +25,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def _git_revision() -> str | None:
+    """HEAD, unless `MINIVLLM_GIT_REVISION` names the revision: the device machine gets a copy
+    of the tree whose .git may be stale, so its runs pass `$(git rev-parse HEAD)` from here."""
+    if os.environ.get("MINIVLLM_GIT_REVISION"):
+        return os.environ["MINIVLLM_GIT_REVISION"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, check=True, timeout=10)

@@ -19,8 +19,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from minivllm.labs import guard
+from minivllm.labs.e2e import TIE_TOLERANCE, GreedyRun, assert_same_greedy_tokens
 from minivllm.labs.fixtures import check_manifest
 from minivllm.labs.grade import LABS, run_checks
 from minivllm.labs.mutants.runner import main as run_mutants
@@ -248,3 +250,31 @@ def test_planted_bugs_of_todays_lab_are_caught(capsys):
     lab = MUTANT_LABS[day % len(MUTANT_LABS)]
     status = run_mutants(lab, ROOT, jobs=2, baseline=False)  # the reference is checked above
     assert status == 0, f"a planted bug of {lab} survived:\n{capsys.readouterr().out}"
+
+
+def _greedy(token_ids: list[list[int]], steps: list[list[dict[int, float]]],
+            dtype: torch.dtype) -> GreedyRun:
+    return GreedyRun(token_ids=token_ids, num_cached_tokens=[0] * len(token_ids),
+                     num_preemptions=0, num_free_blocks_after=1, num_blocks=1, logprobs=steps,
+                     dtype=dtype)
+
+
+def test_greedy_tokens_may_part_at_a_tie_and_nowhere_else():
+    """What the graded end-to-end checks accept: the reference's tokens, or the same tokens up
+    to a position where the reference's token ties with the one taken (within the dtype's
+    tolerance); after that the two runs follow different paths and are not compared."""
+    first = {5: -1.0, 9: -1.0 - TIE_TOLERANCE[torch.bfloat16] / 2, 3: -2.0}
+    run = _greedy([[1, 5, 7, 7]], [[{1: -0.1}, first, {7: -0.5}, {7: -0.5}]], torch.bfloat16)
+    assert_same_greedy_tokens("same", [[1, 5, 7, 7]], run)
+    assert_same_greedy_tokens("tie at token 1", [[1, 9, 2, 2]], run)
+    with pytest.raises(AssertionError, match="at token 1 the expected 3 is 1 below"):
+        assert_same_greedy_tokens("a clear second", [[1, 3, 7, 7]], run)
+    with pytest.raises(AssertionError, match="expected 4 is inf below"):
+        assert_same_greedy_tokens("not among the alternatives", [[1, 4, 7, 7]], run)
+    with pytest.raises(AssertionError, match="at token 0"):
+        assert_same_greedy_tokens("differs before the tie", [[2, 9, 2, 2]], run)
+    with pytest.raises(AssertionError, match="more than a tie"):  # a bf16 tie is not an fp32 one
+        assert_same_greedy_tokens("fp32", [[1, 9, 2, 2]], _greedy(
+            run.token_ids, run.logprobs, torch.float32))
+    with pytest.raises(AssertionError, match="expected tokens"):
+        assert_same_greedy_tokens("shorter", [[1, 5, 7]], run)

@@ -155,14 +155,13 @@ def test_greedy_generation_with_paged_blocks(fixtures_dir, device):
     """A whole model on your paged allocator (provided static scheduler and PyTorch
     attention), two sequences at a time so later ones reuse freed blocks: the same greedy
     tokens as the reference, and every block back in the pool at the end."""
-    from minivllm.labs.e2e import device_class, greedy_run
+    from minivllm.labs.e2e import assert_same_greedy_tokens, device_class, greedy_run
 
     runs = load_json(fixtures_dir, f"lab1_greedy_{device_class()}.json")["runs"]
     for run in runs:
         result = greedy_run(run["model"], run["prompts"], run["max_tokens"],
                             {**run["engine"], "device": str(device)})
-        for i, (want, got) in enumerate(zip(run["token_ids"], result.token_ids, strict=True)):
-            assert got == want, f"{run['name']}, prompt {i}: expected tokens {want}, got {got}"
+        assert_same_greedy_tokens(run["name"], run["token_ids"], result)
         assert result.num_free_blocks_after == result.num_blocks, (
             f"{run['name']}: {result.num_blocks - result.num_free_blocks_after} blocks still "
             "allocated after every request finished")

@@ -14,7 +14,7 @@ import functools
 import pytest
 import torch
 
-from minivllm.labs.e2e import device_class, greedy_run
+from minivllm.labs.e2e import assert_same_greedy_tokens, device_class, greedy_run
 from minivllm.labs.fixtures import load_json, load_tensors
 from minivllm.labs.integrity import triton_only
 
@@ -148,5 +148,4 @@ def test_greedy_generation_with_triton_attention(fixtures_dir, device, name):
     run = runs[name]
     result = greedy_run(run["model"], run["prompts"], run["max_tokens"],
                         {**run["engine"], "device": str(device)})
-    for i, (want, got) in enumerate(zip(run["token_ids"], result.token_ids, strict=True)):
-        assert got == want, f"{name}, prompt {i}: expected tokens {want}, got {got}"
+    assert_same_greedy_tokens(name, run["token_ids"], result)

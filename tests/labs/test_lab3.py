@@ -53,15 +53,14 @@ def test_greedy_generation_under_preemption(fixtures_dir, device, name):
     """A whole model with your scheduler and too few KV blocks: sequences are preempted and
     recomputed, yet every one ends with the reference's greedy tokens, after the same number
     of preemptions, and every block is back in the pool."""
-    from minivllm.labs.e2e import device_class, greedy_run
+    from minivllm.labs.e2e import assert_same_greedy_tokens, device_class, greedy_run
 
     runs = {r["name"]: r for r in load_json(fixtures_dir,
                                             f"lab3_greedy_{device_class()}.json")["runs"]}
     run = runs[name]
     result = greedy_run(run["model"], run["prompts"], run["max_tokens"],
                         {**run["engine"], "device": str(device)})
-    for i, (want, got) in enumerate(zip(run["token_ids"], result.token_ids, strict=True)):
-        assert got == want, f"{name}, prompt {i}: expected tokens {want}, got {got}"
+    assert_same_greedy_tokens(name, run["token_ids"], result)
     assert result.num_preemptions == run["num_preemptions"], (
         f"{name}: {result.num_preemptions} preemptions, the reference had "
         f"{run['num_preemptions']}")

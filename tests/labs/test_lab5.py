@@ -71,7 +71,7 @@ def test_greedy_generation_with_prefix_caching(fixtures_dir, name):
     """Shared blocks must hold exactly the K/V the prompt would have computed: the greedy
     tokens equal the reference's, and each prompt found as many tokens cached. On the CPU
     everywhere: what this lab adds runs on the host."""
-    from minivllm.labs.e2e import greedy_run
+    from minivllm.labs.e2e import assert_same_greedy_tokens, greedy_run
 
     runs = {r["name"]: r for r in load_json(fixtures_dir, "lab5_greedy_cpu.json")["runs"]}
     run = runs[name]
@@ -80,6 +80,5 @@ def test_greedy_generation_with_prefix_caching(fixtures_dir, name):
     assert result.num_cached_tokens == run["num_cached_tokens"], (
         f"{name}: cached prompt tokens {result.num_cached_tokens}, expected "
         f"{run['num_cached_tokens']}")
-    for i, (want, got) in enumerate(zip(run["token_ids"], result.token_ids, strict=True)):
-        assert got == want, f"{name}, prompt {i}: expected tokens {want}, got {got}"
+    assert_same_greedy_tokens(name, run["token_ids"], result)
     assert result.num_free_blocks_after == result.num_blocks, f"{name}: blocks leaked"

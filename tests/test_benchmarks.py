@@ -1,0 +1,33 @@
+"""The offline throughput benchmark end to end, at smoke size on the CPU: both engines (ours
+and the Hugging Face transformers continuous-batching peer, in its subprocess) generate every
+requested token, and the record says so. Catches a peer broken by a transformers release
+before a GPU run finds out (once, a peer asking for its results one id at a time never
+finished on the H100)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.workload import random_workload
+from minivllm.model_executor.model_loader import get_model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_smoke_runs_both_engines_to_the_last_token():
+    record_path = ROOT / "benchmarks" / "results" / "throughput_smoke.json"
+    record_path.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput.bench_throughput",
+                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(record_path.read_text())
+    config, figures = record["config"], record["figures"]
+    vocab = get_model_config(config["model"]).vocab_size
+    requests = random_workload(config["num_prompts"], vocab, tuple(config["input_range"]),
+                               tuple(config["output_range"]), seed=0)
+    expected = sum(r.output_len for r in requests)
+    assert figures["minivllm"]["output_tokens"] == expected
+    assert figures["hf"]["output_tokens"] == expected
+    assert figures["hf"]["num_prompts"] == config["num_prompts"]
+    assert figures["ratio_to_hf"] > 0 and figures["ratio_to_roofline"] > 0
