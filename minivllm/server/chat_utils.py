@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from minivllm.server.protocol import ChatMessageParam
+from minivllm.server.protocol import ChatMessageParam, walk_json
 
 _RESERVED = {"conversation", "messages", "chat_template", "tokenize", "add_generation_prompt",
              "continue_final_message"}
@@ -27,17 +27,9 @@ version; a fixed bound gives every client the same clear 400 instead."""
 
 
 def nesting_depth(data: Any) -> int:
-    """Levels of lists and dicts in `data` (0 for a scalar). Iterative: deep input cannot
-    exhaust the stack here."""
-    deepest, stack = 0, [(data, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            stack += [(child, depth + 1) for child in item]
-    return deepest
+    """Levels of lists and dicts in `data` (0 for a scalar)."""
+    return max((depth + 1 for item, depth in walk_json(data) if isinstance(item, list | dict)),
+               default=0)
 
 
 def load_chat_template(chat_template: str | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import (
@@ -46,24 +47,33 @@ class OpenAIBaseModel(BaseModel):
     """Base of every response object."""
 
 
+def walk_json(data: Any) -> Iterator[tuple[Any, int]]:
+    """Every value in `data` with its depth (0 at the top), through nested lists and dicts,
+    dict keys included. Iterative, so that deeply nested input cannot exhaust the stack."""
+    stack = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        yield item, depth
+        if isinstance(item, dict):
+            stack += [(child, depth + 1) for child in (*item.keys(), *item.values())]
+        elif isinstance(item, list):
+            stack += [(child, depth + 1) for child in item]
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _has_lone_surrogate(data: Any) -> bool:
     """Whether any string in `data` (nested lists and dicts, keys included) holds a lone UTF-16
     surrogate. JSON may spell one (`"\\ud800"`) and `json.loads` accepts it, but it is not
     text: the tokenizer raises TypeError on it, and so does encoding any response that quotes
-    it. Iterative, so that deeply nested input cannot exhaust the stack."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack += [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            stack += item
-    return False
+    it."""
+    return any(isinstance(item, str) and not _is_text(item) for item, _ in walk_json(data))
 
 
 class RequestModel(OpenAIBaseModel):
