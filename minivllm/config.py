@@ -62,6 +62,10 @@ class EngineConfig:
     # -- GPU speed and parallelism (lab 5) ----------------------------------------------
     enforce_eager: bool = False
     tensor_parallel_size: int = 1
+    async_scheduling: bool | None = None
+    """Schedule and prepare step N+1 while the GPU runs step N (vLLM's `--async-scheduling`,
+    on by default since vLLM 0.14). None: on for CUDA with tensor_parallel_size 1, off on CPU,
+    where the host computes the model itself and there is nothing to overlap."""
 
     # -- misc ---------------------------------------------------------------------------
     disable_log_stats: bool = True
@@ -72,6 +76,9 @@ class EngineConfig:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.attention == "auto":
             self.attention = "triton" if self.device.startswith("cuda") else "torch"
+        if self.async_scheduling is None:
+            self.async_scheduling = (self.device.startswith("cuda")
+                                     and self.tensor_parallel_size == 1)
         checks = [
             (self.block_size > 0 and self.block_size & (self.block_size - 1) == 0,
              f"block_size must be a power of two, got {self.block_size}"),
@@ -86,6 +93,8 @@ class EngineConfig:
              f"scheduler must be 'static' or 'continuous', got {self.scheduler!r}"),
             (self.tensor_parallel_size >= 1,
              f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}"),
+            (not (self.async_scheduling and self.tensor_parallel_size > 1),
+             "async_scheduling is not supported with tensor_parallel_size > 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -184,6 +184,11 @@ class SamplingParams:
         return SamplingType.RANDOM
 
     @property
+    def has_penalties(self) -> bool:
+        return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+                or self.repetition_penalty != 1.0)
+
+    @property
     def all_stop_token_ids(self) -> set[int]:
         """Token ids that end this request: `stop_token_ids`, plus the model's EOS ids unless
         `ignore_eos`. The sampler masks them while `min_tokens` are not reached."""

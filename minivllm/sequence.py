@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 
 _seq_ids = itertools.count()
 
+PLACEHOLDER_TOKEN_ID = -1
+"""Async scheduling: the token a launched step will sample, before the host knows it (vLLM's
+output placeholders). It counts as a token, so the scheduler sizes the next step right; the
+model runner takes its value from the GPU, and the engine writes it in once it arrives."""
+
 
 class SequenceStatus(enum.Enum):
     WAITING = enum.auto()
@@ -108,7 +113,11 @@ class Sequence:
         return self.status.is_finished
 
     def append_token(self, token_id: int) -> None:
-        self.output_token_ids.append(token_id)
+        """Add a sampled token, in place of the placeholder left for it, if there is one."""
+        if self.output_token_ids and self.output_token_ids[-1] == PLACEHOLDER_TOKEN_ID:
+            self.output_token_ids[-1] = token_id
+        else:
+            self.output_token_ids.append(token_id)
 
     def __repr__(self) -> str:
         return (f"Sequence(id={self.seq_id}, request={self.request_id!r}, "

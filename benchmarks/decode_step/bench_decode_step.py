@@ -42,10 +42,10 @@ def synthetic_decode_batch(llm: LLM, batch: int, context: int) -> SchedulerOutpu
 def time_steps(llm: LLM, out: SchedulerOutput, iters: int) -> float:
     runner, kv = llm.llm_engine.model_runner, llm.llm_engine.kv_cache_manager
     for _ in range(3):
-        runner.execute_model(out, kv)
+        runner.execute_model(out, kv).get_output()
     start = time.perf_counter()
     for _ in range(iters):
-        runner.execute_model(out, kv)  # each ends with a device-to-host copy of the tokens
+        runner.execute_model(out, kv).get_output()  # waits for the step's tokens
     return (time.perf_counter() - start) / iters * 1e3
 
 

@@ -105,6 +105,12 @@ class Scheduler:
             self.waiting.remove(seq)
         self.kv_cache_manager.free(seq)
 
+    def stop_scheduling(self, seq: Sequence) -> None:
+        """Async scheduling: the token seq is waiting for is certain to be its last (max_tokens
+        or max_model_len). Schedule nothing more for it; it keeps its blocks until the engine
+        finishes it (vLLM's scheduler skips such requests the same way)."""
+        self.running.remove(seq)
+
     def has_unfinished_seqs(self) -> bool:
         return bool(self.waiting or self.running)
 
@@ -124,8 +130,12 @@ class Scheduler:
 
     def update_from_output(self, out: SchedulerOutput) -> None:
         """The model ran: the scheduled tokens' K/V are now in the cache, and the blocks they
-        filled can be shared with later prompts (prefix caching, lab 5)."""
+        filled can be shared with later prompts (prefix caching, lab 5). A sequence that
+        finished meanwhile (async scheduling: it stopped on the previous step's token) has given
+        its blocks back and is skipped."""
         for s in out.scheduled:
+            if s.seq.is_finished:
+                continue
             s.seq.num_computed_tokens += s.num_new_tokens
             self.kv_cache_manager.cache_blocks(s.seq)
 

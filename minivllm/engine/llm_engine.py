@@ -8,6 +8,13 @@
              append tokens, detokenize, check stop conditions, free finished sequences' blocks
     ◄─ RequestOutputs of the requests that advanced
 
+Async scheduling (vLLM's default on GPUs): the host work of a step (scheduling, batch tensors,
+detokenization, stop checks) is as long as a decode step's GPU work at large batches, and in
+the order above the GPU idles through it. So `step()` launches step N, then, while the GPU runs
+it, processes step N-1's tokens. Step N was scheduled before N-1's tokens were known: each
+sequence N-1 sampled holds a placeholder token, whose value the model runner takes on the
+GPU. A sequence that stopped on N-1's token has run one step too many; that token is dropped.
+
 `LLM` (offline) and `AsyncLLMEngine` (the server) both drive this class.
 """
 
@@ -34,8 +41,8 @@ from minivllm.model_executor.model_loader import (
 )
 from minivllm.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from minivllm.sampling_params import RequestOutputKind, SamplingParams
-from minivllm.sequence import Sequence, SequenceStatus
-from minivllm.worker.model_runner import SampleResult
+from minivllm.sequence import PLACEHOLDER_TOKEN_ID, Sequence, SequenceStatus
+from minivllm.worker.model_runner import AsyncModelRunnerOutput, SampleResult
 
 logger = logging.getLogger("minivllm")
 
@@ -103,6 +110,11 @@ class LLMEngine:
         """Steps that ran the model."""
         self.fail_at_step = int(os.environ.get(FAIL_AT_STEP_ENV) or 0)
         """Test hook: the step with this number raises (0: never)."""
+        self.in_flight: AsyncModelRunnerOutput | None = None
+        """Async scheduling: the launched step whose tokens are not processed yet."""
+        self.requests_with_penalties: set[str] = set()
+        """Penalties count the output's token values, which a placeholder does not have: while
+        any of these requests is unfinished, steps run one at a time."""
 
     # -- requests ---------------------------------------------------------------------------
     def get_tokenizer(self):
@@ -130,6 +142,8 @@ class LLMEngine:
             [IncrementalDetokenizer(self.tokenizer, prompt_ids, params) for _ in seqs],
             RequestMetrics(arrival_time=arrival))
         self.requests[request_id] = state
+        if params.has_penalties:
+            self.requests_with_penalties.add(request_id)
         for seq in seqs:
             self.scheduler.add_seq(seq)
 
@@ -165,6 +179,7 @@ class LLMEngine:
             state = self.requests.pop(rid, None)
             if state is None:
                 continue
+            self.requests_with_penalties.discard(rid)
             for seq in state.seqs:
                 if not seq.is_finished:
                     self.scheduler.finish_seq(seq, SequenceStatus.FINISHED_ABORTED)
@@ -187,20 +202,49 @@ class LLMEngine:
             return self._step()
 
     def _step(self) -> list[RequestOutput]:
+        overlap = self.config.async_scheduling and not self.requests_with_penalties
+        outputs = [] if overlap else self._process_in_flight()
         sched_out = self.scheduler.schedule()
-        if sched_out.is_empty:
-            return []
-        self.num_steps += 1
-        if self.num_steps == self.fail_at_step:  # blocks are allocated: a mid-step failure
-            raise RuntimeError(f"Injected fault at engine step {self.num_steps} "
-                               f"({FAIL_AT_STEP_ENV})")
-        results = self.model_executor.execute_model(sched_out, self.kv_cache_manager)
+        launched = None
+        if not sched_out.is_empty:
+            self.num_steps += 1
+            if self.num_steps == self.fail_at_step:  # blocks are allocated: a mid-step failure
+                raise RuntimeError(f"Injected fault at engine step {self.num_steps} "
+                                   f"({FAIL_AT_STEP_ENV})")
+            launched = self.model_executor.execute_model(sched_out, self.kv_cache_manager)
+        outputs += self._process_in_flight()  # with overlap: the GPU is running `launched`
+        if launched is None:
+            return outputs
         self.scheduler.update_from_output(sched_out)
+        self.in_flight = launched
+        if overlap:
+            self._add_placeholders(launched.seqs)
+            return outputs
+        return outputs + self._process_in_flight()
+
+    def _add_placeholders(self, seqs: list[Sequence]) -> None:
+        """Give each sequence the launched step samples for its (unknown) next token, so the
+        next step is scheduled as if it were known."""
+        for seq in seqs:
+            if seq.is_finished:  # stopped on the previous step's token
+                continue
+            seq.append_token(PLACEHOLDER_TOKEN_ID)
+            if self._length_capped(seq):
+                self.scheduler.stop_scheduling(seq)
+
+    def _process_in_flight(self) -> list[RequestOutput]:
+        """Wait for the launched step's tokens (if any), append them, detokenize, check stop
+        conditions; return an output for each request they advanced."""
+        if self.in_flight is None:
+            return []
+        results, self.in_flight = self.in_flight.get_output(), None
         now = time.monotonic()
         if not self.config.disable_log_stats and now - self.last_stats_log_time >= 5.0:
             self._log_stats(now)
         advanced: dict[str, RequestState] = {}
         for result in results:
+            if result.seq.is_finished:  # async scheduling: stopped or aborted meanwhile
+                continue
             state = self.requests[result.seq.request_id]
             self._process_sample(state, result, now)
             advanced[state.request_id] = state
@@ -212,6 +256,7 @@ class LLMEngine:
             if finished:
                 state.metrics.finished_time = now
                 del self.requests[state.request_id]
+                self.requests_with_penalties.discard(state.request_id)
         return outputs
 
     def _log_stats(self, now: float) -> None:
@@ -259,11 +304,16 @@ class LLMEngine:
             if p.stop_token_ids and token in p.stop_token_ids:
                 seq.stop_reason = token
                 return SequenceStatus.FINISHED_STOPPED
-        if p.max_tokens is not None and len(seq.output_token_ids) >= p.max_tokens:
-            return SequenceStatus.FINISHED_LENGTH_CAPPED
-        if seq.num_tokens >= self.config.max_model_len:
+        if self._length_capped(seq):
             return SequenceStatus.FINISHED_LENGTH_CAPPED
         return None
+
+    def _length_capped(self, seq: Sequence) -> bool:
+        """max_tokens or max_model_len reached: known from the counts alone, before the last
+        token's value is (async scheduling relies on that)."""
+        max_tokens = seq.sampling_params.max_tokens
+        return ((max_tokens is not None and len(seq.output_token_ids) >= max_tokens)
+                or seq.num_tokens >= self.config.max_model_len)
 
     def _make_output(self, state: RequestState) -> RequestOutput:
         finished = state.finished

@@ -24,7 +24,7 @@ from minivllm.core.kv_cache_manager import KVCacheManager
 from minivllm.core.scheduler import SchedulerOutput
 from minivllm.distributed import all_reduce_min
 from minivllm.model_executor.model_loader import get_model
-from minivllm.worker.model_runner import GiB, ModelRunner, SampleResult
+from minivllm.worker.model_runner import AsyncModelRunnerOutput, GiB, ModelRunner
 
 logger = logging.getLogger("minivllm")
 
@@ -55,8 +55,8 @@ class ExecutorBase(ABC):
 
     @abstractmethod
     def execute_model(self, out: SchedulerOutput,
-                      kv_cache_manager: KVCacheManager) -> list[SampleResult]:
-        """Run one scheduled step on every rank; the sampled tokens."""
+                      kv_cache_manager: KVCacheManager) -> AsyncModelRunnerOutput:
+        """Launch one scheduled step on every rank; its sampled tokens, as they arrive."""
 
     def shutdown(self) -> None:  # noqa: B027 (one process: nothing to stop)
         """Stop the worker processes, if any."""

@@ -50,7 +50,7 @@ from minivllm.distributed import (
 )
 from minivllm.executor.executor_base import ExecutorBase, init_model_runner
 from minivllm.model_executor.model_loader import get_model_config
-from minivllm.worker.model_runner import ModelInput, SampleResult
+from minivllm.worker.model_runner import AsyncModelRunnerOutput, ModelInput
 
 WORKER_READY = "ready"
 READY_TIMEOUT_S = 600.0
@@ -157,7 +157,7 @@ class MultiprocExecutor(ExecutorBase):
         self._workers_idle = True
 
     def execute_model(self, out: SchedulerOutput,
-                      kv_cache_manager: KVCacheManager) -> list[SampleResult]:
+                      kv_cache_manager: KVCacheManager) -> AsyncModelRunnerOutput:
         self._raise_if_worker_died()
         if not self._workers_idle:
             raise RuntimeError("A previous step failed part-way, so the tensor-parallel ranks "
@@ -167,6 +167,7 @@ class MultiprocExecutor(ExecutorBase):
         with self._fail_on_worker_death():
             broadcast_tensor_dict(model_input_to_dict(inputs))
             results = self.driver_runner.execute_model_input(inputs)
+            results.get_output()  # a rank that died mid-step shows here, inside the guard
         self._workers_idle = True
         return results
 

@@ -9,7 +9,7 @@ from minivllm.config import EngineConfig
 from minivllm.core.kv_cache_manager import KVCacheManager
 from minivllm.core.scheduler import SchedulerOutput
 from minivllm.executor.executor_base import ExecutorBase, init_model_runner
-from minivllm.worker.model_runner import SampleResult
+from minivllm.worker.model_runner import AsyncModelRunnerOutput
 
 
 class UniProcExecutor(ExecutorBase):
@@ -17,5 +17,5 @@ class UniProcExecutor(ExecutorBase):
         self.driver_runner, self.num_blocks = init_model_runner(config, model_config)
 
     def execute_model(self, out: SchedulerOutput,
-                      kv_cache_manager: KVCacheManager) -> list[SampleResult]:
+                      kv_cache_manager: KVCacheManager) -> AsyncModelRunnerOutput:
         return self.driver_runner.execute_model(out, kv_cache_manager)

@@ -106,8 +106,7 @@ class SamplingMetadata:
         top_ps = [p.top_p for p in params]
         min_ps = [p.min_p for p in params]
 
-        no_penalties = all(p.presence_penalty == 0.0 and p.frequency_penalty == 0.0
-                           and p.repetition_penalty == 1.0 for p in params)
+        no_penalties = not any(p.has_penalties for p in params)
 
         mask_rows: list[int] = []
         mask_tokens: list[int] = []

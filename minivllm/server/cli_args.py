@@ -141,6 +141,10 @@ def make_arg_parser() -> ArgumentParser:
                                 "on CPU).")
     execution.add_argument("--enforce-eager", action="store_true",
                            help="Never capture CUDA graphs.")
+    execution.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction,
+                           default=None,
+                           help="Prepare the next step while the GPU runs this one (default: on "
+                                "for CUDA with one GPU, off on CPU).")
     execution.add_argument("--tensor-parallel-size", "-tp", type=_positive_int, default=1,
                            help="Number of GPUs the model is split across.")
     return parser

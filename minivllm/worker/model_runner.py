@@ -11,6 +11,11 @@ vLLM's `GPUModelRunner`. One step's sequences are flattened into one batch of to
 Only the last token of a sequence that reaches the end of its known tokens is sampled
 (`logits_indices`), so the LM head runs on one row per sampled sequence, not on every prompt
 token.
+
+A step returns without waiting for the GPU: its sampled tokens come back through an
+`AsyncModelRunnerOutput`, and with async scheduling the engine prepares the next step before
+reading them. A decode whose last token is still a placeholder then takes it from the previous
+step's sampled tokens on the GPU, never through the host.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from minivllm.core.kv_cache_manager import KVCacheManager, cdiv
 from minivllm.core.scheduler import ScheduledSequence, SchedulerOutput
 from minivllm.model_executor.sampler import Sampler, SamplerOutput
 from minivllm.model_executor.sampling_metadata import SamplingMetadata, async_tensor_h2d
-from minivllm.sequence import Sequence
+from minivllm.sequence import PLACEHOLDER_TOKEN_ID, Sequence
 from minivllm.worker.cache_engine import KVCacheSpec, allocate_kv_caches
 from minivllm.worker.cuda_graph import CUDAGraphRunner
 
@@ -58,6 +63,44 @@ class SampleResult:
     rank: int | None = None
 
 
+class AsyncModelRunnerOutput:
+    """A step's sampled tokens on their way to the host (vLLM v1's `AsyncModelRunnerOutput`).
+
+    The copy to the host is queued behind the step's kernels, into page-locked memory, so
+    launching a step never waits for the GPU; `get_output()` waits for that copy alone (the
+    step's one device-to-host transfer, plus the logprobs when asked for)."""
+
+    def __init__(self, seqs: list[Sequence], sampled: SamplerOutput | None) -> None:
+        self.seqs = seqs
+        tensors = [] if sampled is None else [sampled.sampled_token_ids]
+        if sampled is not None and sampled.logprobs is not None:
+            tensors += [sampled.logprob_token_ids, sampled.logprobs, sampled.sampled_token_ranks]
+        self._host = [t.to("cpu", non_blocking=True) for t in tensors]
+        self._copied = None
+        if tensors and tensors[0].is_cuda:
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+        self._results: list[SampleResult] | None = None
+
+    def get_output(self) -> list[SampleResult]:
+        """Wait for the copy (the first call only) and return one result per sampled row."""
+        if self._results is None:
+            if self._copied is not None:
+                self._copied.synchronize()
+            self._results = self._to_results()
+        return self._results
+
+    def _to_results(self) -> list[SampleResult]:
+        if not self._host:
+            return []
+        token_ids = self._host[0].tolist()
+        if len(self._host) == 1:
+            return [SampleResult(seq, tok) for seq, tok in zip(self.seqs, token_ids, strict=True)]
+        ids, lps, ranks = (t.tolist() for t in self._host[1:])
+        return [SampleResult(seq, tok, ids[i], lps[i], ranks[i])
+                for i, (seq, tok) in enumerate(zip(self.seqs, token_ids, strict=True))]
+
+
 class ModelRunner:
     def __init__(self, config: EngineConfig, model: nn.Module, model_config) -> None:
         self.config = config
@@ -71,6 +114,10 @@ class ModelRunner:
             model_config, config.block_size, config.torch_dtype, config.tensor_parallel_size)
         self.kv_caches: list[torch.Tensor] = []
         self.cuda_graphs: CUDAGraphRunner | None = None
+        self.prev_sampled_token_ids: torch.Tensor | None = None
+        """The last step's sampled tokens, on the device (vLLM: `prev_sampled_token_ids`)."""
+        self.prev_sampled_rows: dict[int, int] = {}
+        """seq_id -> its row in `prev_sampled_token_ids`."""
 
     # -- start-up: size and allocate the KV cache ---------------------------------------------
     def determine_num_blocks(self) -> int:
@@ -215,12 +262,17 @@ class ModelRunner:
         block_tables, query_lens, context_lens = [], [], []
         logits_indices: list[int] = []
         seqs_to_sample: list[Sequence] = []
+        from_prev: list[tuple[int, int]] = []
+        """(row of input_ids, row of prev_sampled_token_ids) for placeholder tokens."""
         num_prefills = 0
         for s in scheduled:
             seq = s.seq
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + s.num_new_tokens
             if not s.is_prefill:  # a decode: skip building the token list
-                input_ids.append(seq.last_token_id)
+                token_id = seq.last_token_id
+                if token_id == PLACEHOLDER_TOKEN_ID:  # sampled by the step still in flight
+                    from_prev.append((len(input_ids), self.prev_sampled_rows[seq.seq_id]))
+                input_ids.append(token_id)
             else:
                 input_ids += seq.all_token_ids[start:end]
             positions += range(start, end)
@@ -233,8 +285,12 @@ class ModelRunner:
                 logits_indices.append(len(input_ids) - 1)
                 seqs_to_sample.append(seq)
         dev = self.device
+        input_ids_tensor = async_tensor_h2d(input_ids, torch.long, dev)
+        if from_prev:  # a gather on the device, queued behind the step that samples them
+            rows = async_tensor_h2d(from_prev, torch.long, dev)
+            input_ids_tensor[rows[:, 0]] = self.prev_sampled_token_ids[rows[:, 1]]
         return ModelInput(
-            input_ids=async_tensor_h2d(input_ids, torch.long, dev),
+            input_ids=input_ids_tensor,
             positions=async_tensor_h2d(positions, torch.long, dev),
             attn_metadata=self._attn_metadata(block_tables, slot_mapping, query_lens,
                                               context_lens, num_prefills),
@@ -244,13 +300,14 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute_model(self, out: SchedulerOutput,
-                      kv_cache_manager: KVCacheManager) -> list[SampleResult]:
+                      kv_cache_manager: KVCacheManager) -> AsyncModelRunnerOutput:
         return self.execute_model_input(self.prepare_inputs(out.scheduled, kv_cache_manager))
 
     @torch.inference_mode()
-    def execute_model_input(self, inputs: ModelInput) -> list[SampleResult]:
-        """Model and sampler on a prepared batch. With tensor parallelism every rank runs this
-        on the inputs the driver (rank 0) broadcast; only the driver gets logits and samples."""
+    def execute_model_input(self, inputs: ModelInput) -> AsyncModelRunnerOutput:
+        """Model and sampler on a prepared batch, launched without waiting for the GPU. With
+        tensor parallelism every rank runs this on the inputs the driver (rank 0) broadcast;
+        only the driver gets logits and samples."""
         md = inputs.attn_metadata
         graphs = self.cuda_graphs
         if graphs is not None and md.num_prefills == 0 and (
@@ -259,22 +316,14 @@ class ModelRunner:
                                 md.block_tables, md.context_lens)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, md)
+        seqs = inputs.seqs_to_sample
         if inputs.logits_indices.numel() == 0:
-            return []
+            return AsyncModelRunnerOutput([], None)
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
         if logits is None:  # a tensor-parallel worker: it sent its slice to the driver
-            return []
-        md = SamplingMetadata.from_sequences(inputs.seqs_to_sample, self.vocab_size, self.device)
-        return self._to_results(inputs.seqs_to_sample, self.sampler(logits, md))
-
-    @staticmethod
-    def _to_results(seqs: list[Sequence], sampled: SamplerOutput) -> list[SampleResult]:
-        # The one device-to-host copy of the step (plus logprobs when asked for).
-        token_ids = sampled.sampled_token_ids.tolist()
-        if sampled.logprobs is None:
-            return [SampleResult(seq, tok) for seq, tok in zip(seqs, token_ids, strict=True)]
-        ids = sampled.logprob_token_ids.tolist()
-        lps = sampled.logprobs.tolist()
-        ranks = sampled.sampled_token_ranks.tolist()
-        return [SampleResult(seq, tok, ids[i], lps[i], ranks[i])
-                for i, (seq, tok) in enumerate(zip(seqs, token_ids, strict=True))]
+            return AsyncModelRunnerOutput([], None)
+        md = SamplingMetadata.from_sequences(seqs, self.vocab_size, self.device)
+        sampled = self.sampler(logits, md)
+        self.prev_sampled_token_ids = sampled.sampled_token_ids
+        self.prev_sampled_rows = {seq.seq_id: row for row, seq in enumerate(seqs)}
+        return AsyncModelRunnerOutput(seqs, sampled)
