@@ -75,6 +75,33 @@ def test_same_outputs_as_synchronous_engine(kwargs):
     assert any(c[3] is not None for o in sync_out for c in o), "no stop token/string fired"
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"num_gpu_blocks_override": 12},
+    {"num_gpu_blocks_override": 12, "enable_chunked_prefill": True, "max_num_batched_tokens": 16},
+], ids=["preemption", "chunked-prefill-preemption"])
+def test_same_batches_when_only_lengths_stop(kwargs):
+    """When only max_tokens ends sequences, the end is known before the last token is: both
+    engines must schedule exactly the same steps (same batches, preemptions and blocks)."""
+    prompts, _ = workload()
+    params = [SamplingParams(temperature=0, max_tokens=7 * i % 50 + 1, ignore_eos=True)
+              for i in range(len(prompts))]
+    runs = []
+    for async_scheduling in (False, True):
+        llm = LLM(MODEL, async_scheduling=async_scheduling, **BASE, **kwargs)
+        scheduler = llm.llm_engine.scheduler
+        scheduler.record_trace = True
+        outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                               use_tqdm=False)
+        first = min(seq_id for t in scheduler.trace for seq_id, _ in t.prefill)
+        trace = [(t.step, [(i - first, n) for i, n in t.prefill], [i - first for i in t.decode],
+                  [i - first for i in t.preempted], t.num_waiting, t.num_blocks_used)
+                 for t in scheduler.trace]  # seq ids count from this engine's first sequence
+        runs.append(([o.outputs[0].token_ids for o in outputs], trace,
+                     scheduler.num_preemptions))
+    assert runs[0][2] > 0, "the small cache should force preemptions"
+    assert runs[1] == runs[0]
+
+
 def test_step_returns_before_the_tokens_are_known():
     llm = LLM(MODEL, async_scheduling=True, **BASE)
     engine = llm.llm_engine
@@ -103,31 +130,34 @@ def test_penalties_run_one_step_at_a_time():
     assert PLACEHOLDER_TOKEN_ID not in engine.requests["p"].seqs[0].output_token_ids
 
 
-@pytest.mark.parametrize("async_scheduling", [False, True])
-def test_abort_while_a_step_is_in_flight(async_scheduling):
+def streams_with_an_abort(async_scheduling: bool) -> tuple[dict[str, list[int]], LLM]:
+    """Four requests streamed step by step; request "1" is aborted before the sixth step."""
     prompts, _ = workload(seed=1)
-    prompts = prompts[:4]
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True,
                             output_kind=RequestOutputKind.CUMULATIVE)
     llm = LLM(MODEL, async_scheduling=async_scheduling, **BASE)
     engine = llm.llm_engine
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(prompts[:4]):
         engine.add_request(str(i), p, params)
-    streamed: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
+    streamed: dict[str, list[int]] = {}
     for step in range(200):
         if step == 5:
             engine.abort_request("1")
         for out in engine.step():
-            assert out.request_id != "1" or step < 5
+            assert out.request_id != "1" or step < 5, "output for an aborted request"
             streamed[out.request_id] = out.outputs[0].token_ids
         if not engine.has_unfinished_requests():
             break
-    kv = engine.kv_cache_manager
+    return streamed, llm
+
+
+def test_abort_while_a_step_is_in_flight():
+    """Both engines run the same batches, so the same tokens; the aborted request's stream
+    stops early, one token earlier with async scheduling (its last token was in flight)."""
+    sync, _ = streams_with_an_abort(False)
+    overlapped, llm = streams_with_an_abort(True)
+    kv = llm.llm_engine.kv_cache_manager
     assert kv.num_free_blocks == kv.num_blocks
-    assert 0 < len(streamed["1"]) < 40
-    reference = LLM(MODEL, async_scheduling=False, **BASE).generate(
-        [{"prompt_token_ids": p} for p in prompts],
-        SamplingParams(temperature=0, max_tokens=40, ignore_eos=True), use_tqdm=False)
-    for i in (0, 2, 3):
-        assert streamed[str(i)] == reference[i].outputs[0].token_ids
-    assert streamed["1"] == reference[1].outputs[0].token_ids[:len(streamed["1"])]
+    for i in "023":
+        assert overlapped[i] == sync[i] and len(sync[i]) == 40
+    assert len(sync["1"]) == 5 and overlapped["1"] == sync["1"][:4]

@@ -107,9 +107,12 @@ class Scheduler:
 
     def stop_scheduling(self, seq: Sequence) -> None:
         """Async scheduling: the token seq is waiting for is certain to be its last (max_tokens
-        or max_model_len). Schedule nothing more for it; it keeps its blocks until the engine
-        finishes it (vLLM's scheduler skips such requests the same way)."""
+        or max_model_len). Schedule nothing more for it (vLLM's scheduler skips such requests
+        too) and free its blocks now, as the synchronous engine would have by the next step, so
+        both schedule the same batches. The step in flight may still write them: any later
+        owner's writes and reads come in later steps, behind it on the GPU's stream."""
         self.running.remove(seq)
+        self.kv_cache_manager.free(seq)
 
     def has_unfinished_seqs(self) -> bool:
         return bool(self.waiting or self.running)

@@ -30,7 +30,7 @@ import torch
 
 from minivllm.config import EngineConfig
 from minivllm.core.kv_cache_manager import make_kv_cache_manager
-from minivllm.core.scheduler import make_scheduler
+from minivllm.core.scheduler import SchedulerOutput, make_scheduler
 from minivllm.engine.detokenizer import IncrementalDetokenizer
 from minivllm.executor import make_executor
 from minivllm.labs.guard import lab_guard
@@ -204,7 +204,9 @@ class LLMEngine:
     def _step(self) -> list[RequestOutput]:
         overlap = self.config.async_scheduling and not self.requests_with_penalties
         outputs = [] if overlap else self._process_in_flight()
-        sched_out = self.scheduler.schedule()
+        # (Nothing to schedule while the last tokens are in flight: only process them.)
+        sched_out = (self.scheduler.schedule() if self.scheduler.has_unfinished_seqs()
+                     else SchedulerOutput())
         launched = None
         if not sched_out.is_empty:
             self.num_steps += 1
