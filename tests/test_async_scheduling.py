@@ -12,8 +12,9 @@ from minivllm.sampling_params import RequestOutputKind
 from minivllm.sequence import PLACEHOLDER_TOKEN_ID
 
 MODEL = "random:tiny-llama"
-# float32 on every device: the two engines must agree token for token.
-BASE = {"dtype": "float32", "max_model_len": 128}
+# float32 on every device: the two engines must agree token for token. A fixed, small KV pool:
+# on a GPU an engine would otherwise take 90% of the memory, and two are alive at once.
+BASE = {"dtype": "float32", "max_model_len": 128, "num_gpu_blocks_override": 256}
 
 
 def workload(seed: int = 0) -> tuple[list[list[int]], list[SamplingParams]]:
@@ -30,7 +31,7 @@ def workload(seed: int = 0) -> tuple[list[list[int]], list[SamplingParams]]:
 
 
 def generate(async_scheduling: bool, prompts, params, **kwargs):
-    llm = LLM(MODEL, async_scheduling=async_scheduling, **BASE, **kwargs)
+    llm = LLM(MODEL, async_scheduling=async_scheduling, **{**BASE, **kwargs})
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     engine = llm.llm_engine
     assert engine.in_flight is None and not engine.has_unfinished_requests()
@@ -87,7 +88,7 @@ def test_same_batches_when_only_lengths_stop(kwargs):
               for i in range(len(prompts))]
     runs = []
     for async_scheduling in (False, True):
-        llm = LLM(MODEL, async_scheduling=async_scheduling, **BASE, **kwargs)
+        llm = LLM(MODEL, async_scheduling=async_scheduling, **{**BASE, **kwargs})
         scheduler = llm.llm_engine.scheduler
         scheduler.record_trace = True
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params,
