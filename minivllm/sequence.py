@@ -112,6 +112,10 @@ class Sequence:
     def is_finished(self) -> bool:
         return self.status.is_finished
 
+    def append_placeholder(self) -> None:
+        """Async scheduling: hold the place of the token the launched step samples."""
+        self.output_token_ids.append(PLACEHOLDER_TOKEN_ID)
+
     def append_token(self, token_id: int) -> None:
         """Add a sampled token, in place of the placeholder left for it, if there is one."""
         if self.output_token_ids and self.output_token_ids[-1] == PLACEHOLDER_TOKEN_ID:

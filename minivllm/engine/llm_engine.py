@@ -41,7 +41,7 @@ from minivllm.model_executor.model_loader import (
 )
 from minivllm.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from minivllm.sampling_params import RequestOutputKind, SamplingParams
-from minivllm.sequence import PLACEHOLDER_TOKEN_ID, Sequence, SequenceStatus
+from minivllm.sequence import Sequence, SequenceStatus
 from minivllm.worker.model_runner import AsyncModelRunnerOutput, SampleResult
 
 logger = logging.getLogger("minivllm")
@@ -230,7 +230,7 @@ class LLMEngine:
         for seq in seqs:
             if seq.is_finished:  # stopped on the previous step's token
                 continue
-            seq.append_token(PLACEHOLDER_TOKEN_ID)
+            seq.append_placeholder()
             if self._length_capped(seq):
                 self.scheduler.stop_scheduling(seq)
 

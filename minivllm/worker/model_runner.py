@@ -20,6 +20,7 @@ step's sampled tokens on the GPU, never through the host.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ class AsyncModelRunnerOutput:
 
     def __init__(self, seqs: list[Sequence], sampled: SamplerOutput | None) -> None:
         self.seqs = seqs
+        self.sampled_token_ids = None if sampled is None else sampled.sampled_token_ids
+        """On the device: where the next step's placeholder tokens are read from."""
         tensors = [] if sampled is None else [sampled.sampled_token_ids]
         if sampled is not None and sampled.logprobs is not None:
             tensors += [sampled.logprob_token_ids, sampled.logprobs, sampled.sampled_token_ranks]
@@ -81,6 +84,11 @@ class AsyncModelRunnerOutput:
             self._copied = torch.cuda.Event()
             self._copied.record()
         self._results: list[SampleResult] | None = None
+
+    @functools.cached_property
+    def rows(self) -> dict[int, int]:
+        """seq_id -> its row of `sampled_token_ids` (built only if a placeholder asks)."""
+        return {seq.seq_id: row for row, seq in enumerate(self.seqs)}
 
     def get_output(self) -> list[SampleResult]:
         """Wait for the copy (the first call only) and return one result per sampled row."""
@@ -114,10 +122,9 @@ class ModelRunner:
             model_config, config.block_size, config.torch_dtype, config.tensor_parallel_size)
         self.kv_caches: list[torch.Tensor] = []
         self.cuda_graphs: CUDAGraphRunner | None = None
-        self.prev_sampled_token_ids: torch.Tensor | None = None
-        """The last step's sampled tokens, on the device (vLLM: `prev_sampled_token_ids`)."""
-        self.prev_sampled_rows: dict[int, int] = {}
-        """seq_id -> its row in `prev_sampled_token_ids`."""
+        self.prev_output: AsyncModelRunnerOutput | None = None
+        """The last step's output: its sampled tokens feed the next step's placeholders (vLLM:
+        `prev_sampled_token_ids`)."""
 
     # -- start-up: size and allocate the KV cache ---------------------------------------------
     def determine_num_blocks(self) -> int:
@@ -263,7 +270,7 @@ class ModelRunner:
         logits_indices: list[int] = []
         seqs_to_sample: list[Sequence] = []
         from_prev: list[tuple[int, int]] = []
-        """(row of input_ids, row of prev_sampled_token_ids) for placeholder tokens."""
+        """(row of input_ids, row of the previous step's sampled tokens) for placeholders."""
         num_prefills = 0
         for s in scheduled:
             seq = s.seq
@@ -271,7 +278,7 @@ class ModelRunner:
             if not s.is_prefill:  # a decode: skip building the token list
                 token_id = seq.last_token_id
                 if token_id == PLACEHOLDER_TOKEN_ID:  # sampled by the step still in flight
-                    from_prev.append((len(input_ids), self.prev_sampled_rows[seq.seq_id]))
+                    from_prev.append((len(input_ids), self.prev_output.rows[seq.seq_id]))
                 input_ids.append(token_id)
             else:
                 input_ids += seq.all_token_ids[start:end]
@@ -288,7 +295,7 @@ class ModelRunner:
         input_ids_tensor = async_tensor_h2d(input_ids, torch.long, dev)
         if from_prev:  # a gather on the device, queued behind the step that samples them
             rows = async_tensor_h2d(from_prev, torch.long, dev)
-            input_ids_tensor[rows[:, 0]] = self.prev_sampled_token_ids[rows[:, 1]]
+            input_ids_tensor[rows[:, 0]] = self.prev_output.sampled_token_ids[rows[:, 1]]
         return ModelInput(
             input_ids=input_ids_tensor,
             positions=async_tensor_h2d(positions, torch.long, dev),
@@ -323,7 +330,5 @@ class ModelRunner:
         if logits is None:  # a tensor-parallel worker: it sent its slice to the driver
             return AsyncModelRunnerOutput([], None)
         md = SamplingMetadata.from_sequences(seqs, self.vocab_size, self.device)
-        sampled = self.sampler(logits, md)
-        self.prev_sampled_token_ids = sampled.sampled_token_ids
-        self.prev_sampled_rows = {seq.seq_id: row for row, seq in enumerate(seqs)}
-        return AsyncModelRunnerOutput(seqs, sampled)
+        self.prev_output = AsyncModelRunnerOutput(seqs, self.sampler(logits, md))
+        return self.prev_output
