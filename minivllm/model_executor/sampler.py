@@ -42,6 +42,11 @@ class SamplerOutput:
 class Sampler(nn.Module):
     def forward(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
         """`logits`: [B, V], one row per sequence, in the order of `metadata`'s rows."""
+        if metadata.all_greedy and metadata.no_penalties and (
+                metadata.min_tokens_mask is None and metadata.max_num_logprobs is None):
+            # Nothing to process: casting bf16 to float32 is exact and keeps the order, so the
+            # argmax of the raw logits is the same token, without a [B, V] float32 copy.
+            return SamplerOutput(logits.argmax(dim=-1), None, None, None)
         logits = logits.to(torch.float32)
         raw_logprobs = (None if metadata.max_num_logprobs is None
                         else torch.log_softmax(logits, dim=-1))

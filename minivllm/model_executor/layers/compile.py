@@ -5,7 +5,8 @@ element-wise kernels per layer (RMSNorm alone is pow, mean, add, rsqrt, mul, cas
 reading and writing the activations. vLLM writes fused CUDA kernels for these (`rms_norm`,
 `fused_add_rms_norm`, `rotary_embedding`, `silu_and_mul`); nano-vllm lets `torch.compile`
 generate them from the plain PyTorch code, which is what we do: the code stays readable and
-each function becomes one Triton kernel.
+each function becomes one Triton kernel. (RoPE is the exception: compiled, it still took four
+kernels per layer, so it has a small Triton kernel of its own, `triton_rope.py`.)
 
 Only while CUDA graphs are captured (`fused_kernels()`). A compiled function costs a fixed
 amount of host time per call (guards on the shapes, the runtime wrappers): more than the

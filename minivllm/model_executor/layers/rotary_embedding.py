@@ -10,7 +10,9 @@ Llama, Qwen and Mistral pair channel i with channel i + head_size/2 (the "NeoX" 
 the GGUF converter permutes those rows back.
 
 Like vLLM we precompute `cos_sin_cache[position] = [cos(angles) | sin(angles)]` once for every
-position up to `max_position_embeddings`; a forward pass only indexes it.
+position up to `max_position_embeddings`; a forward pass only indexes it. On CUDA the rotation
+(and Qwen3's per-head RMSNorm before it) runs as one Triton kernel, `triton_rope.py`; the
+PyTorch code here is what it computes, and what runs on a CPU.
 
 Two `rope_type`s are supported:
 - "default": plain `rope_theta`;
@@ -26,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from minivllm.model_executor.layers.compile import fused_on_cuda
+from minivllm.model_executor.layers.layernorm import RMSNorm
+from minivllm.model_executor.layers.triton_rope import rope_
 
 
 def default_inv_freq(head_size: int, rope_theta: float) -> torch.Tensor:
@@ -81,14 +84,26 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_sin_cache", cache.to(torch.get_default_dtype()),
                              persistent=False)
 
-    def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
+                q_norm: RMSNorm | None = None, k_norm: RMSNorm | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T]; query [T, num_heads * head_size], key [T, num_kv_heads * head_size].
-        Returns the rotated query and key, same shapes."""
+        Returns the rotated query and key, same shapes. With `q_norm` and `k_norm` (Qwen3),
+        every head is RMS-normalized first.
+
+        On CUDA one Triton kernel does it all, in place (triton_rope.py); elsewhere the
+        PyTorch code below runs, layer after layer."""
+        if query.is_cuda:
+            rope_(positions, query, key, self.cos_sin_cache, self.head_size,
+                  *((q_norm.weight, k_norm.weight, q_norm.variance_epsilon)
+                    if q_norm is not None else ()))
+            return query, key
+        if q_norm is not None:
+            query = q_norm(query.unflatten(-1, (-1, self.head_size))).flatten(-2)
+            key = k_norm(key.unflatten(-1, (-1, self.head_size))).flatten(-2)
         return apply_rope(positions, query, key, self.cos_sin_cache, self.head_size)
 
 
-@fused_on_cuda
 def apply_rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
                cos_sin_cache: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     cos, sin = cos_sin_cache[positions].unsqueeze(1).chunk(2, dim=-1)

@@ -71,11 +71,12 @@ class ParallelLMHead(VocabParallelEmbedding):
         raise RuntimeError("the LM head is used through compute_logits")
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
-        """[N, hidden] -> [N, vocab] float32 on rank 0 (sampling needs the precision, not the
-        matmul); None on the other ranks."""
+        """[N, hidden] -> [N, vocab] in the model dtype on rank 0; None on the other ranks. The
+        sampler casts to float32 where it needs the precision (a greedy batch does not: an
+        argmax reads bf16 logits as well, and skips writing a [N, vocab] float32 copy)."""
         logits = tensor_model_parallel_gather(F.linear(hidden_states, self.weight))
         if logits is None:
             return None
         if logits.shape[-1] != self.num_embeddings:
             logits = logits[..., : self.num_embeddings]  # drop the padding rows' scores
-        return logits.float()
+        return logits

@@ -107,10 +107,7 @@ class LlamaAttention(nn.Module):
                 kv_cache: torch.Tensor, attn_metadata: AttentionMetadata) -> torch.Tensor:
         qkv = self.qkv_proj(hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        if self.q_norm is not None:
-            q = self.q_norm(q.unflatten(-1, (self.num_heads, self.head_dim))).flatten(-2)
-            k = self.k_norm(k.unflatten(-1, (self.num_kv_heads, self.head_dim))).flatten(-2)
-        q, k = self.rotary_emb(positions, q, k)
+        q, k = self.rotary_emb(positions, q, k, self.q_norm, self.k_norm)
         attn_output = self.attn(q, k, v, kv_cache, attn_metadata)
         return self.o_proj(attn_output)
 
