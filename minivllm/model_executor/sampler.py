@@ -12,7 +12,10 @@ One batched pass on the device, in vLLM's order:
 Nothing here reads a tensor back to the host (no `.item()`, no `.tolist()`, no data-dependent
 Python `if`): every decision that needs a value is made in `SamplingMetadata` on the host, so
 the GPU runs the sampler right behind the model and the engine syncs once, on the result.
-The input logits are left untouched.
+The input logits are left untouched. They come in the model dtype and are cast to float32 only
+by the steps that need the precision (logprobs, penalties, random sampling): an argmax picks
+the same token from bf16 logits, as the cast is exact and keeps the order, so a greedy batch
+writes no [B, V] float32 copy.
 """
 
 from __future__ import annotations
@@ -42,20 +45,14 @@ class SamplerOutput:
 class Sampler(nn.Module):
     def forward(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
         """`logits`: [B, V], one row per sequence, in the order of `metadata`'s rows."""
-        if metadata.all_greedy and metadata.no_penalties and (
-                metadata.min_tokens_mask is None and metadata.max_num_logprobs is None):
-            # Nothing to process: casting bf16 to float32 is exact and keeps the order, so the
-            # argmax of the raw logits is the same token, without a [B, V] float32 copy.
-            return SamplerOutput(logits.argmax(dim=-1), None, None, None)
-        logits = logits.to(torch.float32)
         raw_logprobs = (None if metadata.max_num_logprobs is None
-                        else torch.log_softmax(logits, dim=-1))
+                        else torch.log_softmax(logits, dim=-1, dtype=torch.float32))
 
         if metadata.min_tokens_mask is not None:
             logits = logits.clone()
             logits[metadata.min_tokens_mask] = float("-inf")
         if not metadata.no_penalties:
-            logits = apply_penalties(logits, metadata)
+            logits = apply_penalties(logits.float(), metadata)
 
         sampled = self.sample(logits, metadata)
 
@@ -78,7 +75,7 @@ class Sampler(nn.Module):
         temperature = metadata.temperature
         if not metadata.all_random:  # greedy rows hold temperature 0: avoid dividing by it
             temperature = torch.where(temperature < _SAMPLING_EPS, 1.0, temperature)
-        logits = logits / temperature.unsqueeze(1)
+        logits = logits.float() / temperature.unsqueeze(1)
         logits = apply_top_k_top_p(logits, metadata.top_k, metadata.max_top_k, metadata.top_p)
         if metadata.min_p is not None:
             logits = apply_min_p(logits, metadata.min_p)

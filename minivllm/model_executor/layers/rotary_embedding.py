@@ -94,9 +94,11 @@ class RotaryEmbedding(nn.Module):
         On CUDA one Triton kernel does it all, in place (triton_rope.py); elsewhere the
         PyTorch code below runs, layer after layer."""
         if query.is_cuda:
-            rope_(positions, query, key, self.cos_sin_cache, self.head_size,
-                  *((q_norm.weight, k_norm.weight, q_norm.variance_epsilon)
-                    if q_norm is not None else ()))
+            if q_norm is None:
+                rope_(positions, query, key, self.cos_sin_cache, self.head_size)
+            else:
+                rope_(positions, query, key, self.cos_sin_cache, self.head_size, q_norm.weight,
+                      k_norm.weight, q_norm.variance_epsilon)
             return query, key
         if q_norm is not None:
             query = q_norm(query.unflatten(-1, (-1, self.head_size))).flatten(-2)

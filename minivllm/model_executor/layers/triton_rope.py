@@ -74,6 +74,7 @@ def rope_(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
         raise ValueError("rope_ needs the heads of a token to be contiguous")
     num_heads, num_kv_heads = query.shape[1] // head_size, key.shape[1] // head_size
     has_norm = q_weight is not None
+    # Without a norm the weight pointers are never read: any tensor stands in for them.
     _rope_kernel[(num_tokens, 2)](
         query, key, positions, cos_sin_cache, q_weight if has_norm else query,
         k_weight if has_norm else key, query.stride(0), key.stride(0), cos_sin_cache.stride(0),
