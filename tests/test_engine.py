@@ -90,6 +90,30 @@ def test_preemption_keeps_greedy_outputs():
     assert all(c == 0 for c in kv.allocator.ref_counts)
 
 
+@pytest.mark.parametrize("attention", ["torch", "triton"])
+def test_padding_steps_with_prefills_changes_no_token(attention):
+    """On CUDA, steps with prefills are padded to a multiple of 128 tokens (for cuBLAS's sake,
+    model_runner.py); forced here with a multiple of 24, the greedy tokens stay the same."""
+    prompts = [{"prompt_token_ids": p} for p in prompts_of_different_lengths(512, seed=4)]
+    kwargs = dict(max_model_len=96, block_size=8, attention=attention, **FP32)
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    expected = [o.outputs[0].token_ids
+                for o in LLM("random:tiny-qwen3", **kwargs).generate(prompts, params,
+                                                                      use_tqdm=False)]
+    llm = LLM("random:tiny-qwen3", **kwargs)
+    runner = llm.llm_engine.model_runner
+    runner.token_multiple = 24
+    step_sizes = []
+    runner.model.register_forward_pre_hook(
+        lambda module, args: step_sizes.append((args[0].shape[0], args[3].num_prefills)))
+    got = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+    assert got == expected
+    prefill_sizes = [n for n, num_prefills in step_sizes if num_prefills]
+    assert prefill_sizes and all(n % 24 == 0 for n in prefill_sizes)
+    kv = llm.llm_engine.kv_cache_manager
+    assert kv.num_free_blocks == kv.num_blocks
+
+
 def test_too_long_prompt_is_a_value_error_and_nothing_else_changes():
     llm = LLM("random:tiny-llama", **FP32, max_model_len=32, block_size=8)
     with pytest.raises(ValueError, match="maximum model length of 32"):

@@ -6,7 +6,11 @@ first, then decodes (as vLLM v0 lays them out), so a layer splits its queries at
 `num_prefill_tokens`:
 
     tokens:  [ p0 p0 p0 p0 | p1 p1 | d0 | d1 | d2 | pad pad ]
-             <-- num_prefill_tokens --><- num_decode_tokens ->   (padding: CUDA graphs only)
+             <-- num_prefill_tokens --><- num_decode_tokens ->   (padding: CUDA only)
+
+On CUDA the ModelRunner pads a step with prefills to a multiple of 128 tokens, and CUDA graphs
+pad a decode batch to a captured size; padding tokens have slot -1, and attention leaves
+their rows zero.
 
 Every layer first writes the new tokens' K/V into the paged cache (by `slot_mapping`), then
 attends through the block tables, so prefill and decode both read K/V from the cache.

@@ -168,15 +168,16 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context_len: int,
     """How many programs share one (sequence, KV head)'s context.
 
     Without splitting the grid has num_seqs * num_kv_heads programs; a small batch leaves most
-    SMs idle while a few programs crawl through long contexts. Split until there are a few
-    programs per SM (several can run on one SM at once, hiding each other's memory latency),
-    but keep at least 256 tokens per split: each split costs a partial output write and its
-    share of the merge. Powers of two only: NUM_SPLITS is a compile-time
-    constant, so each value is a compiled kernel variant.
+    SMs idle while a few programs crawl through long contexts. Split until there are about two
+    programs per SM (two can run on one SM at once, hiding each other's memory latency), but
+    keep at least 128 tokens per split: each split costs a partial output write and its share
+    of the merge. Powers of two only: NUM_SPLITS is a compile-time constant, so each value is a
+    compiled kernel variant. (Measured on an H200 at context 512: batch 64 unsplit took 49 us
+    per layer against 53 us in two splits; batch 1 in four splits 13 us against 17 us in two.)
     """
     # BEGIN SOLUTION lab2
-    target_programs = 4 * num_sms
-    min_tokens_per_split = 256
+    target_programs = 2 * num_sms
+    min_tokens_per_split = 128
     programs = num_seqs * num_kv_heads
     if programs >= target_programs:
         return 1

@@ -1,12 +1,13 @@
 """Fuse small element-wise layers into one GPU kernel each with `torch.compile`.
 
 A decode step of a small model is dominated not by its matmuls but by dozens of tiny
-element-wise kernels per layer (RMSNorm alone is pow, mean, add, rsqrt, mul, cast, mul), each
-reading and writing the activations. vLLM writes fused CUDA kernels for these (`rms_norm`,
+element-wise kernels per layer (SiLU-and-mul is a split, a SiLU and a product), each reading
+and writing the activations. vLLM writes fused CUDA kernels for these (`rms_norm`,
 `fused_add_rms_norm`, `rotary_embedding`, `silu_and_mul`); nano-vllm lets `torch.compile`
-generate them from the plain PyTorch code, which is what we do: the code stays readable and
-each function becomes one Triton kernel. (RoPE is the exception: compiled, it still took four
-kernels per layer, so it has a small Triton kernel of its own, `triton_rope.py`.)
+generate them from the plain PyTorch code, which is what we do for `silu_and_mul`: the code
+stays readable and becomes one Triton kernel. RoPE and RMSNorm have small Triton kernels of
+their own (`triton_rope.py`, `triton_rms_norm.py`): compiled, RoPE still took four kernels per
+layer, and the norms also run in eager prefill steps, where a compiled call is too slow (below).
 
 Only while CUDA graphs are captured (`fused_kernels()`). A compiled function costs a fixed
 amount of host time per call (guards on the shapes, the runtime wrappers): more than the

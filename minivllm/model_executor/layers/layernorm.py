@@ -8,8 +8,8 @@ of channels loses too much), then the result is cast back and scaled, exactly as
 
 Like vLLM, the norm can also do the residual add that precedes it: `norm(x, residual)` returns
 `(norm(x + residual), x + residual)`. On a GPU vLLM fuses the two into one kernel
-(`fused_add_rms_norm`); here `torch.compile` fuses each into one kernel on CUDA
-(see compile.py).
+(`fused_add_rms_norm`); so do we, in Triton (triton_rms_norm.py). The PyTorch functions below
+are the CPU path and the kernel's oracle.
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minivllm.model_executor.layers.compile import fused_on_cuda
+from minivllm.model_executor.layers import triton_rms_norm
 
 
-@fused_on_cuda
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
     return weight * x32.to(x.dtype)
 
 
-@fused_on_cuda
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                        eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     x = x + residual
-    return rms_norm.__wrapped__(x, weight, eps), x
+    return rms_norm(x, weight, eps), x
 
 
 class RMSNorm(nn.Module):
@@ -44,6 +42,8 @@ class RMSNorm(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Normalize over the last dimension; with `residual`, add it first and also return the
         sum (the next residual)."""
+        if x.is_cuda:
+            return triton_rms_norm.rms_norm(x, self.weight, self.variance_epsilon, residual)
         if residual is None:
             return rms_norm(x, self.weight, self.variance_epsilon)
         return fused_add_rms_norm(x, residual, self.weight, self.variance_epsilon)

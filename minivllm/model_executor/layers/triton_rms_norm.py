@@ -1,0 +1,67 @@
+"""RMSNorm, with the residual add before it, in one Triton kernel (vLLM: `rms_norm` and
+`fused_add_rms_norm` in `csrc/layernorm_kernels.cu`).
+
+Every decoder layer runs two norms. In PyTorch a norm is eight kernels (cast, square, mean,
+add, rsqrt, multiply, cast, scale), and a step with prefills runs eagerly, so each one costs
+host time to launch: on an H200 the PyTorch norm took ~100 us of host time per call, a Triton
+launch ~40 us, and a step makes 57 norms. Inside CUDA graphs the same kernel runs, so prefill
+and decode compute the norm the same way (`torch.compile` fused it there before).
+
+One program per row: it loads the row (and adds the residual, rounding the sum to the model
+dtype as PyTorch's `x + residual` does), takes the mean of squares in float32, and writes
+`weight * (x * rstd)` with the same two roundings as the PyTorch code in layernorm.py, which
+is what Hugging Face's `LlamaRMSNorm` computes.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rms_norm_kernel(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr,
+                     stride_out, stride_res_out, stride_x, stride_res, hidden_size, eps,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < hidden_size
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        residual = tl.load(residual_ptr + row * stride_res + cols, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + residual.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        tl.store(residual_out_ptr + row * stride_res_out + cols, x, mask=mask)
+    x32 = x.to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(x32 * x32, axis=0) / hidden_size + eps)
+    normed = (x32 * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
+    weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * stride_out + cols, (weight * normed).to(out_ptr.dtype.element_ty),
+             mask=mask)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
+             residual: torch.Tensor | None = None
+             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """RMS-normalize x [..., hidden] over its last dimension and scale by weight [hidden].
+    With `residual` (same shape as x), normalize x + residual and also return that sum:
+    `(norm(x + residual), x + residual)`, the contract of layernorm.py's PyTorch functions."""
+    hidden_size = x.shape[-1]
+    rows = x.reshape(-1, hidden_size)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    out = torch.empty(rows.shape, dtype=torch.promote_types(x.dtype, weight.dtype),
+                      device=x.device)
+    res_in = res_out = rows  # stand-ins, never read without a residual
+    if residual is not None:
+        res_in = residual.reshape(-1, hidden_size).contiguous()
+        res_out = torch.empty_like(rows)
+    block = triton.next_power_of_2(hidden_size)
+    if rows.shape[0]:
+        _rms_norm_kernel[(rows.shape[0],)](
+            out, res_out, rows, res_in, weight, out.stride(0), res_out.stride(0),
+            rows.stride(0), res_in.stride(0), hidden_size, eps,
+            HAS_RESIDUAL=residual is not None, BLOCK=block,
+            num_warps=min(16, max(1, block // 256)))
+    out = out.view(x.shape)
+    return out if residual is None else (out, res_out.view(x.shape))
