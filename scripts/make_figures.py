@@ -548,8 +548,13 @@ def l5_peers() -> Figure:
     for context, color in zip(sorted({r["context"] for r in step["figures"]["rows"]}),
                               ("tab:blue", "tab:orange"), strict=False):
         sel = [r for r in step["figures"]["rows"] if r["context"] == context]
-        ax.plot([r["batch"] for r in sel], [100 * r["fraction_of_roofline"] for r in sel], "o-",
-                color=color, label=f"context {context}")
+        batches = [r["batch"] for r in sel]
+        # Overlapped: steps back to back, as async scheduling runs them; synced: one at a time.
+        if "overlapped_fraction_of_roofline" in sel[0]:
+            ax.plot(batches, [100 * r["overlapped_fraction_of_roofline"] for r in sel], "o-",
+                    color=color, label=f"context {context}, overlapped")
+        ax.plot(batches, [100 * r["fraction_of_roofline"] for r in sel], "o--", color=color,
+                alpha=0.5, label=f"context {context}, synced")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="batch", ylabel="% of roofline", ylim=(0, 100),
            title=f"whole decode step, {step['config']['model']}")
