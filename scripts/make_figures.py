@@ -209,6 +209,10 @@ def l0_serving_load() -> Figure:
         runs.append((label, record, path))
     if not runs:
         raise FileNotFoundError("no GPU serving results")
+    devices = {record["device_name"] for _, record, _ in runs}
+    if len(devices) > 1:  # records from several GPUs: name each run's
+        runs = [(f"{label}, {record['device_name'].split()[1]}", record, path)
+                for label, record, path in runs]
     runs.sort(key=lambda r: r[1]["server"]["ttft_ms"]["median"], reverse=True)
     names = [r[0] for r in runs]
     colors = ["tab:red", "tab:green", "tab:purple", "tab:gray"][: len(runs)]
@@ -233,8 +237,8 @@ def l0_serving_load() -> Figure:
     first = runs[0][1]
     cfg = first["config"]
     fig.suptitle(f"python -m minivllm.server, {cfg['model']}, {cfg['num_prompts']} requests of "
-                 f"{cfg['random_input_len']} prompt + {cfg['random_output_len']} output tokens, "
-                 f"{first['device_name']}")
+                 f"{cfg['random_input_len']} prompt + {cfg['random_output_len']} output tokens"
+                 + ("" if len(devices) > 1 else f", {first['device_name']}"))
     fig.tight_layout()
     return source(fig, "; ".join(describe(r, p).split(":")[0] for _, r, p in runs)
                   + f" ({describe(first).split(', ', 1)[1]})")
@@ -349,21 +353,22 @@ def l2_kernel_bandwidth() -> Figure:
               ("sdpa_GBs", "PyTorch SDPA, contiguous KV (peer)", "tab:green"),
               ("flex_GBs", "FlexAttention (peer)", "tab:purple"),
               ("torch_ref_GBs", "gather + SDPA (lab baseline)", "tab:red")]
+    for c in cases:
+        c["torch_ref_GBs"] = c["kv_MB"] * 1e6 / (c["torch_ref_ms"] * 1e-3) / 1e9
+    series = [s for s in series if all(s[0] in c for c in cases)]  # FlexAttention may be off
     fig, ax = plt.subplots(figsize=(12, 4.6))
     x = np.arange(len(cases))
-    width = 0.2
+    width = 0.8 / len(series)
     for i, (key, label, color) in enumerate(series):
-        if key == "torch_ref_GBs":
-            values = [c["kv_MB"] * 1e6 / (c["torch_ref_ms"] * 1e-3) / 1e9 for c in cases]
-        else:
-            values = [c[key] for c in cases]
-        bars = ax.bar(x + (i - 1.5) * width, values, width, color=color, label=label)
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, [c[key] for c in cases], width,
+                      color=color, label=label)
         _label_bars(ax, bars, "{:,.0f}")
     ax.axhline(record["copy_bandwidth_GBs"], color="black", linestyle="--",
                label=f"roofline: copy bandwidth {record['copy_bandwidth_GBs']:,.0f} GB/s")
     ax.set_xticks(x, [f"batch {c['batch']}, context {c['context']:,}\n"
                       f"({c['kv_MB']:,.0f} MB of K/V)" for c in cases])
-    ax.set(ylabel="K/V bytes read per second (GB/s)", ylim=(0, 3600),
+    ax.set(ylabel="K/V bytes read per second (GB/s)",
+           ylim=(0, 1.15 * record["copy_bandwidth_GBs"]),
            title=f"Paged decode attention, {cfg['num_heads']} query / {cfg['num_kv_heads']} KV "
                  f"heads, head_dim {cfg['head_dim']}, {cfg['dtype']}, block_size "
                  f"{cfg['block_size']}: {record['device_name']}")

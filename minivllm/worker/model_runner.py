@@ -47,9 +47,9 @@ EAGER_TOKEN_MULTIPLE = 128
 """On CUDA, steps with prefills (which run eagerly) are padded to a multiple of this many
 tokens. cuBLAS picks a kernel for each matmul shape it meets: on an H200 a call with a shape
 it had not seen took ~200 us of host time, one it had ~20 us. Such a step has a new token count
-almost every time, and a decoder step makes 4 matmuls per layer: unpadded, that was ~19 ms of
-host time in a ~45 ms step of the throughput benchmark, with the GPU idle. Padding costs at
-most 127 tokens of work in steps of up to thousands."""
+almost every time, and each decoder layer makes 4 matmuls: unpadded, ~113 of them cost ~19 ms
+of host time in a ~45 ms step of the throughput benchmark, while the GPU idled. Padding costs
+at most 127 tokens of work in steps of up to thousands."""
 
 
 @dataclass
@@ -166,7 +166,8 @@ class ModelRunner:
     def profile_run(self) -> int:
         """Run the largest batch the scheduler can build (max_num_batched_tokens prompt tokens,
         max_num_seqs sampled rows) on a throwaway cache; return that cache's size in bytes."""
-        num_tokens = self.config.max_num_batched_tokens
+        num_tokens = cdiv(self.config.max_num_batched_tokens, self.token_multiple) * (
+            self.token_multiple)  # a full step, padded as prepare_inputs pads it
         max_len = self.config.max_model_len
         seq_lens = [max_len] * (num_tokens // max_len) + ([num_tokens % max_len]
                                                           if num_tokens % max_len else [])
