@@ -166,8 +166,7 @@ class ModelRunner:
     def profile_run(self) -> int:
         """Run the largest batch the scheduler can build (max_num_batched_tokens prompt tokens,
         max_num_seqs sampled rows) on a throwaway cache; return that cache's size in bytes."""
-        num_tokens = cdiv(self.config.max_num_batched_tokens, self.token_multiple) * (
-            self.token_multiple)  # a full step, padded as prepare_inputs pads it
+        num_tokens = self.padded_num_tokens(self.config.max_num_batched_tokens)
         max_len = self.config.max_model_len
         seq_lens = [max_len] * (num_tokens // max_len) + ([num_tokens % max_len]
                                                           if num_tokens % max_len else [])
@@ -245,6 +244,10 @@ class ModelRunner:
         self.cuda_graphs.capture()
 
     # -- every step ----------------------------------------------------------------------------
+    def padded_num_tokens(self, num_tokens: int) -> int:
+        """A step with prefills of `num_tokens` tokens runs this many (EAGER_TOKEN_MULTIPLE)."""
+        return cdiv(num_tokens, self.token_multiple) * self.token_multiple
+
     def _attn_metadata(self, block_tables: list[list[int]], slot_mapping: list[int],
                        query_lens: list[int], context_lens: list[int],
                        num_prefills: int) -> AttentionMetadata:
@@ -303,7 +306,7 @@ class ModelRunner:
                 logits_indices.append(len(input_ids) - 1)
                 seqs_to_sample.append(seq)
         if num_prefills:  # padding tokens as in CUDA graphs: slot -1, never sampled
-            num_padding = -len(input_ids) % self.token_multiple
+            num_padding = self.padded_num_tokens(len(input_ids)) - len(input_ids)
             input_ids += [0] * num_padding
             positions += [0] * num_padding
             slot_mapping += [-1] * num_padding

@@ -22,10 +22,8 @@ def oracle(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cache: tor
     """The PyTorch code path, in float64."""
     q, k, cache = q.double(), k.double(), cache.double()
     if weights is not None:
-        q = rms_norm(q.unflatten(-1, (-1, head_dim)), weights[0].double(),
-                                 EPS).flatten(-2)
-        k = rms_norm(k.unflatten(-1, (-1, head_dim)), weights[1].double(),
-                                 EPS).flatten(-2)
+        q = rms_norm(q.unflatten(-1, (-1, head_dim)), weights[0].double(), EPS).flatten(-2)
+        k = rms_norm(k.unflatten(-1, (-1, head_dim)), weights[1].double(), EPS).flatten(-2)
     return apply_rope(positions, q, k, cache, head_dim)
 
 

@@ -40,6 +40,13 @@ def _rms_norm_kernel(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr,
              mask=mask)
 
 
+def _as_rows(t: torch.Tensor) -> torch.Tensor:
+    """[..., hidden] as [rows, hidden] with unit column stride; rows may stay strided (a view of
+    a fused projection's output needs no copy)."""
+    rows = t.reshape(-1, t.shape[-1])
+    return rows if rows.stride(-1) == 1 else rows.contiguous()
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
              residual: torch.Tensor | None = None
              ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -47,14 +54,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     With `residual` (same shape as x), normalize x + residual and also return that sum:
     `(norm(x + residual), x + residual)`, the contract of layernorm.py's PyTorch functions."""
     hidden_size = x.shape[-1]
-    rows = x.reshape(-1, hidden_size)
-    if rows.stride(-1) != 1:
-        rows = rows.contiguous()
+    rows = _as_rows(x)
     out = torch.empty(rows.shape, dtype=torch.promote_types(x.dtype, weight.dtype),
                       device=x.device)
     res_in = res_out = rows  # stand-ins, never read without a residual
     if residual is not None:
-        res_in = residual.reshape(-1, hidden_size).contiguous()
+        res_in = _as_rows(residual)
         res_out = torch.empty_like(rows)
     block = triton.next_power_of_2(hidden_size)
     if rows.shape[0]:
