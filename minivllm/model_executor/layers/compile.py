@@ -9,8 +9,9 @@ stays readable and becomes one Triton kernel. RoPE and RMSNorm have small Triton
 their own (`triton_rope.py`, `triton_rms_norm.py`): compiled, RoPE still took four kernels per
 layer, and the norms also run in eager prefill steps, where a compiled call is too slow (below).
 
-Only while CUDA graphs are captured (`fused_kernels()`). A compiled function costs a fixed
-amount of host time per call (guards on the shapes, the runtime wrappers): more than the
+Only while CUDA graphs are captured (`fused_kernels()`; the split-K matmul of
+`triton_skinny_gemm.py` runs there only, for the same reason). A compiled function costs a
+fixed amount of host time per call (guards on the shapes, the runtime wrappers): more than the
 kernels it saves when the call is launched from Python, as prefills are, but nothing inside a
 graph, which replays only the kernels. Measured on an H100 with Qwen3-0.6B: a ~3,700-token
 prefill step took ~70 ms compiled (~14 ms of it on the GPU) and ~35 ms eager. On a CPU the eager
@@ -42,6 +43,11 @@ def fused_kernels() -> Iterator[None]:
         yield
     finally:
         _use_fused = previous
+
+
+def fused_kernels_enabled() -> bool:
+    """True within `fused_kernels()`: the forward pass is being recorded into CUDA graphs."""
+    return _use_fused
 
 
 def fused_on_cuda(fn: F) -> F:

@@ -21,6 +21,9 @@ parameter carries a `weight_loader(param, loaded_weight[, shard_id])` that recei
 checkpoint tensor and copies this rank's slice of it into its place; the model's `load_weights`
 calls it. With one rank every layer holds whole matrices and runs no collective.
 
+The matmul itself is `F.linear` (cuBLAS on a GPU), except in CUDA-graph decode steps of up to
+64 sequences, which run the split-K kernel of `triton_skinny_gemm.py`.
+
 Parameters are created with `torch.empty`: the weights come from a checkpoint, so spending time
 on a random initialisation (as `nn.Linear` does) would be wasted.
 """
@@ -28,7 +31,6 @@ on a random initialisation (as `nn.Linear` does) would be wasted.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minivllm.distributed import (
@@ -37,6 +39,7 @@ from minivllm.distributed import (
     get_tensor_model_parallel_world_size,
     tensor_model_parallel_all_reduce,
 )
+from minivllm.model_executor.layers.triton_skinny_gemm import linear
 
 
 def default_weight_loader(param: torch.Tensor, loaded_weight: torch.Tensor) -> None:
@@ -77,7 +80,7 @@ class ColumnParallelLinear(LinearBase):
         super().__init__(input_size, self.output_size_per_partition, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
     def weight_loader(self, param: torch.Tensor, loaded_weight: torch.Tensor) -> None:
         size = param.shape[0]
@@ -157,7 +160,7 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias if self.tp_rank == 0 else None
-        return tensor_model_parallel_all_reduce(F.linear(x, self.weight, bias))
+        return tensor_model_parallel_all_reduce(linear(x, self.weight, bias))
 
     def weight_loader(self, param: torch.Tensor, loaded_weight: torch.Tensor) -> None:
         if param is self.bias:

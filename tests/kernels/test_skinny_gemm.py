@@ -1,0 +1,101 @@
+"""The split-K skinny matmul of decode steps against `F.linear` in float64."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minivllm.model_executor.layers.compile import fused_kernels
+from minivllm.model_executor.layers.triton_skinny_gemm import (
+    MAX_ROWS,
+    _counters,
+    choose_tiling,
+    linear,
+    skinny_gemm,
+    supports,
+)
+
+# Both sides accumulate in fp32 (fp64 for the oracle); the output is rounded once to the dtype.
+TOLERANCES = {torch.float32: {"atol": 1e-4, "rtol": 1e-4},
+              torch.bfloat16: {"atol": 1e-2, "rtol": 1.6e-2}}
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "k", "split_k", "dtype", "with_bias"),
+    [
+        (1, 96, 512, 4, torch.bfloat16, False),  # a decode row; N not a multiple of BLOCK_N
+        (5, 64, 256, 2, torch.float32, True),  # the bias is added once, after the reduction
+        (16, 40, 384, 1, torch.bfloat16, True),  # no split: the program writes y directly
+        (MAX_ROWS, 32, 1024, 8, torch.float32, False),
+        (3, 1000, 256, 2, torch.bfloat16, False),  # several column tiles, the last one masked
+    ],
+)
+def test_matches_linear(rows: int, n: int, k: int, split_k: int, dtype: torch.dtype,
+                        with_bias: bool, randn: Callable[..., torch.Tensor]) -> None:
+    x = randn(rows, k, dtype=dtype)
+    weight = randn(n, k, dtype=dtype) / k**0.5
+    bias = randn(n, dtype=dtype) if with_bias else None
+    expected = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    y = skinny_gemm(x, weight, bias, split_k=split_k)
+    assert y.shape == (rows, n) and y.dtype == dtype
+    torch.testing.assert_close(y.double(), expected, **TOLERANCES[dtype])
+    # Every tile's counter is back at 0, so the next call starts clean...
+    assert not _counters(x.device).any()
+    # ...and the partial sums are added in a fixed order: the same bits every time.
+    assert torch.equal(skinny_gemm(x, weight, bias, split_k=split_k), y)
+
+
+def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:
+    wide = randn(3, 256 + 64)
+    x = wide[:, :256]  # rows of a wider tensor, as a slice of a fused projection
+    weight = randn(48, 256)
+    torch.testing.assert_close(skinny_gemm(x, weight, split_k=2), F.linear(x, weight),
+                               **TOLERANCES[torch.float32])
+    # Too many rows, or K not a multiple of BLOCK_K: `linear` is F.linear itself.
+    for shape in [(MAX_ROWS + 1, 256), (2, 200)]:
+        x, w = randn(*shape), randn(8, shape[1])
+        assert not supports(x, w)
+        assert torch.equal(linear(x, w), F.linear(x, w))
+    assert supports(x[:, :128], w[:, :128])
+    with pytest.raises(ValueError, match="rows"):
+        skinny_gemm(randn(MAX_ROWS + 1, 256), weight)
+
+
+def test_choose_tiling_fills_the_gpu() -> None:
+    # Qwen3-0.6B on 132 SMs: o_proj and down_proj (1024 columns, 32 tiles) split K in 4;
+    # qkv_proj (4096 columns, 128 tiles) and gate_up_proj (192 tiles) not at all.
+    assert choose_tiling(1024, 2048, 132) == (32, 4)
+    assert choose_tiling(1024, 3072, 132) == (32, 4)
+    assert choose_tiling(4096, 1024, 132) == (32, 1)
+    assert choose_tiling(6144, 1024, 132) == (32, 1)
+    assert choose_tiling(1024, 256, 132) == (32, 1)  # too short a K to split
+    assert choose_tiling(512, 4096, 132) == (32, 4)  # at most 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("rows", [1, 7, MAX_ROWS])
+def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor]) -> None:
+    """Qwen3-0.6B's o_proj inside a CUDA graph, as decode steps run it: within
+    `fused_kernels()` `linear` takes the split-K kernel, and 50 replays give the same bits. On
+    a GPU the programs of a tile really race for the counter (the interpreter runs them one at
+    a time), so a wrong handover shows here as a wrong or varying result."""
+    x = randn(rows, 2048, dtype=torch.bfloat16)
+    weight = randn(1024, 2048, dtype=torch.bfloat16) / 2048**0.5
+    expected = F.linear(x.double(), weight.double())
+    graph = torch.cuda.CUDAGraph()
+    with fused_kernels():  # as CUDAGraphRunner.capture: a warm-up (compiles), then the capture
+        linear(x, weight)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            y = linear(x, weight)
+    results = []
+    for _ in range(50):
+        graph.replay()
+        results.append(y.clone())
+    torch.testing.assert_close(results[0].double(), expected, **TOLERANCES[torch.bfloat16])
+    assert all(torch.equal(r, results[0]) for r in results)
+    assert torch.equal(results[0], skinny_gemm(x, weight))  # what `linear` ran in the graph
+    assert not _counters(x.device).any()
