@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from benchmarks.decode_step.bench_decode_step import synthetic_decode_batch
 from minivllm import LLM, SamplingParams
 from minivllm.model_executor.model_loader import save_random_model
 
@@ -72,6 +73,30 @@ def test_cuda_graphs_match_eager_decode():
     assert eager.llm_engine.model_runner.cuda_graphs is None
     expected = [o.outputs[0].token_ids for o in eager.generate(prompts, GREEDY, use_tqdm=False)]
     assert got == expected
+
+
+def test_decode_steps_are_staged_in_the_graph_inputs():
+    """A decode step's one input copy fills the graph's static inputs (pinned host buffer, no
+    copy at replay); a tensor-parallel worker's copy of the same inputs replays identically."""
+    llm = LLM("random:tiny-qwen3", max_model_len=256, dtype="float32",
+              num_gpu_blocks_override=512)
+    runner, kv = llm.llm_engine.model_runner, llm.llm_engine.kv_cache_manager
+    graphs = runner.cuda_graphs
+    assert runner.input_buffers.host.is_pinned()
+    for batch in (3, 8):
+        inputs = runner.prepare_inputs(synthetic_decode_batch(llm, batch, 40).scheduled, kv)
+        md = inputs.attn_metadata
+        static = graphs.inputs[graphs.padded_batch_size(0, batch)]
+        given = (inputs.input_ids, inputs.positions, md.slot_mapping, md.block_tables,
+                 md.context_lens)
+        targets = (static.input_ids, static.positions, static.slot_mapping,
+                   static.block_tables, static.context_lens)
+        assert all(t.data_ptr() == s.device.data_ptr() for t, s in zip(given, targets, strict=True))
+        assert static.slot_mapping.device[batch:].eq(-1).all()
+        assert static.context_lens.device[batch:].eq(0).all()
+        in_place = graphs.run(*given).clone()
+        copied = graphs.run(*(t.clone() for t in given))
+        assert torch.equal(copied, in_place)
 
 
 def test_memory_profiling_honours_gpu_memory_utilization():

@@ -12,6 +12,10 @@ Only the last token of a sequence that reaches the end of its known tokens is sa
 (`logits_indices`), so the LM head runs on one row per sampled sequence, not on every prompt
 token.
 
+These are built as Python lists, written into persistent page-locked buffers with numpy and
+sent to the GPU in one copy (`input_buffers.py`, vLLM's `CpuGpuBuffer`s): per step, the host
+time is the per-sequence Python work, not one allocation and transfer per tensor.
+
 A step returns without waiting for the GPU: its sampled tokens come back through an
 `AsyncModelRunnerOutput`, and with async scheduling the engine prepares the next step before
 reading them. A decode whose last token is still a placeholder then takes it from the previous
@@ -21,6 +25,7 @@ step's sampled tokens on the GPU, never through the host.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -34,10 +39,11 @@ from minivllm.config import EngineConfig
 from minivllm.core.kv_cache_manager import KVCacheManager, cdiv
 from minivllm.core.scheduler import ScheduledSequence, SchedulerOutput
 from minivllm.model_executor.sampler import Sampler, SamplerOutput
-from minivllm.model_executor.sampling_metadata import SamplingMetadata, async_tensor_h2d
+from minivllm.model_executor.sampling_metadata import SamplingMetadata
 from minivllm.sequence import PLACEHOLDER_TOKEN_ID, Sequence
 from minivllm.worker.cache_engine import KVCacheSpec, allocate_kv_caches
 from minivllm.worker.cuda_graph import CUDAGraphRunner
+from minivllm.worker.input_buffers import InputBuffers, StagedModelInputs
 
 logger = logging.getLogger("minivllm")
 
@@ -50,6 +56,18 @@ it had not seen took ~200 us of host time, one it had ~20 us. Such a step has a 
 almost every time, and each decoder layer makes 4 matmuls: unpadded, ~113 of them cost ~19 ms
 of host time in a ~45 ms step of the throughput benchmark, while the GPU idled. Padding costs
 at most 127 tokens of work in steps of up to thousands."""
+
+
+def padded_block_tables(block_tables: list[list[int]]) -> np.ndarray:
+    """[num_seqs, longest table] int32, padded with 0. Made from one flat list: numpy converts
+    a list at ~13 ns per int, while a row assigned on its own costs a microsecond more."""
+    width = max(map(len, block_tables)) or 1
+    flat: list[int] = []
+    for table in block_tables:
+        flat += table
+        if len(table) < width:
+            flat += [0] * (width - len(table))
+    return np.array(flat, dtype=np.int32).reshape(len(block_tables), width)
 
 
 @dataclass
@@ -132,6 +150,8 @@ class ModelRunner:
         self.cuda_graphs: CUDAGraphRunner | None = None
         self.token_multiple = EAGER_TOKEN_MULTIPLE if self.device.type == "cuda" else 1
         """Steps with prefills are padded to a multiple of this many tokens."""
+        self.max_blocks_per_seq = cdiv(config.max_model_len, config.block_size)
+        self.input_buffers = InputBuffers(self.input_buffer_bytes(), self.device)
         self.prev_output: AsyncModelRunnerOutput | None = None
         """The last step's output: its sampled tokens feed the next step's placeholders (vLLM:
         `prev_sampled_token_ids`)."""
@@ -179,11 +199,18 @@ class ModelRunner:
             slots += range(next_block * self.block_size, next_block * self.block_size + n)
             positions += range(n)
             next_block += nb
-        md = self._attn_metadata(block_tables, slots, seq_lens, seq_lens,
-                                 num_prefills=len(seq_lens))
-        input_ids = torch.zeros(num_tokens, dtype=torch.long, device=self.device)
-        hidden = self.model(input_ids, torch.tensor(positions, device=self.device), caches, md)
-        rows = torch.zeros(self.config.max_num_seqs, dtype=torch.long, device=self.device)
+        dev = self.device
+        md = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, device=dev),
+            block_tables=torch.from_numpy(padded_block_tables(block_tables)).to(dev),
+            context_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
+            query_start_loc=torch.tensor([0, *itertools.accumulate(seq_lens)],
+                                         dtype=torch.int32, device=dev),
+            num_prefills=len(seq_lens), num_prefill_tokens=num_tokens, num_decode_tokens=0,
+            max_query_len=max(seq_lens), max_context_len=max(seq_lens))
+        input_ids = torch.zeros(num_tokens, dtype=torch.long, device=dev)
+        hidden = self.model(input_ids, torch.tensor(positions, device=dev), caches, md)
+        rows = torch.zeros(self.config.max_num_seqs, dtype=torch.long, device=dev)
         self.model.compute_logits(hidden[rows])
         torch.cuda.synchronize()
         size = sum(c.nbytes for c in caches)
@@ -216,7 +243,7 @@ class ModelRunner:
         from minivllm.attention.ops.triton_utils import get_num_sms
 
         attn = next(m for m in self.model.modules() if isinstance(m, Attention))
-        max_blocks = cdiv(self.config.max_model_len, self.block_size)
+        max_blocks = self.max_blocks_per_seq
         num_sms = get_num_sms(self.device)
         # Every batch size, and widths in powers of two (the choice steps at powers of two).
         widths = {max_blocks, *(1 << i for i in range(max_blocks.bit_length()))}
@@ -238,9 +265,8 @@ class ModelRunner:
                 or self.config.attention != "triton"):
             return
         self.cuda_graphs = CUDAGraphRunner(
-            self.model, self.kv_caches, self.config.max_num_seqs,
-            cdiv(self.config.max_model_len, self.block_size), self.config.max_model_len,
-            self.device)
+            self.model, self.kv_caches, self.input_buffers, self.config.max_num_seqs,
+            self.max_blocks_per_seq, self.config.max_model_len)
         self.cuda_graphs.capture()
 
     # -- every step ----------------------------------------------------------------------------
@@ -248,79 +274,104 @@ class ModelRunner:
         """A step with prefills of `num_tokens` tokens runs this many (EAGER_TOKEN_MULTIPLE)."""
         return cdiv(num_tokens, self.token_multiple) * self.token_multiple
 
-    def _attn_metadata(self, block_tables: list[list[int]], slot_mapping: list[int],
-                       query_lens: list[int], context_lens: list[int],
-                       num_prefills: int) -> AttentionMetadata:
-        # Filled row by row into numpy: a nested Python list would be converted element by
-        # element (about 1 ms for 256 sequences of 64 blocks, every step).
-        width = max((len(t) for t in block_tables), default=1) or 1
-        padded = np.zeros((len(block_tables), width), dtype=np.int32)
-        for row, table in enumerate(block_tables):
-            padded[row, :len(table)] = table
-        prefill_lens = query_lens[:num_prefills]
-        starts = [0]
-        for n in prefill_lens:
-            starts.append(starts[-1] + n)
-        dev = self.device
-        return AttentionMetadata(
-            slot_mapping=async_tensor_h2d(slot_mapping, torch.long, dev),
-            block_tables=async_tensor_h2d(padded, torch.int32, dev),
-            context_lens=async_tensor_h2d(context_lens, torch.int32, dev),
-            query_start_loc=async_tensor_h2d(starts, torch.int32, dev),
-            num_prefills=num_prefills,
-            num_prefill_tokens=starts[-1],
-            num_decode_tokens=sum(query_lens[num_prefills:]),
-            max_query_len=max(prefill_lens, default=0),
-            max_context_len=max(context_lens, default=0),
-        )
+    def input_buffer_bytes(self) -> int:
+        """Room in the input buffers for the largest step: int64 token ids, positions and slots
+        (up to max_num_batched_tokens, padded), sampled rows and placeholder rows; int32 block
+        tables, context lengths and prefill starts (up to max_num_seqs rows); and the
+        alignment of 8 arrays. Padding to any multiple up to EAGER_TOKEN_MULTIPLE fits."""
+        seqs = self.config.max_num_seqs
+        tokens = max(self.config.max_num_batched_tokens + EAGER_TOKEN_MULTIPLE, seqs)
+        int64s = 3 * tokens + 3 * seqs
+        int32s = seqs * self.max_blocks_per_seq + 2 * seqs + 1
+        return 8 * int64s + 4 * int32s + 8 * 8
 
     def prepare_inputs(self, scheduled: list[ScheduledSequence],
                        kv_cache_manager: KVCacheManager) -> ModelInput:
-        """Flatten the scheduled sequences (prefills first) into one batch of tokens."""
+        """Flatten the scheduled sequences (prefills first) into one batch of tokens, staged in
+        the input buffers and sent to the device in one copy."""
+        block_size = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
-        block_tables, query_lens, context_lens = [], [], []
+        block_tables: list[list[int]] = []
+        context_lens: list[int] = []
+        prefill_lens: list[int] = []
         logits_indices: list[int] = []
         seqs_to_sample: list[Sequence] = []
-        from_prev: list[tuple[int, int]] = []
-        """(row of input_ids, row of the previous step's sampled tokens) for placeholders."""
-        num_prefills = 0
+        placeholder_rows: list[int] = []
+        """Rows of input_ids whose token the previous step is still sampling..."""
+        prev_rows: list[int] = []
+        """...and their rows in that step's sampled tokens."""
         for s in scheduled:
             seq = s.seq
-            start, end = seq.num_computed_tokens, seq.num_computed_tokens + s.num_new_tokens
-            if not s.is_prefill:  # a decode: skip building the token list
+            start = seq.num_computed_tokens
+            end = start + s.num_new_tokens
+            if s.is_prefill:
+                input_ids += seq.all_token_ids[start:end]
+                positions += range(start, end)
+                prefill_lens.append(end - start)
+            else:  # a decode: one token, no token list to build
                 token_id = seq.last_token_id
                 if token_id == PLACEHOLDER_TOKEN_ID:  # sampled by the step still in flight
-                    from_prev.append((len(input_ids), self.prev_output.rows[seq.seq_id]))
+                    placeholder_rows.append(len(input_ids))
+                    prev_rows.append(self.prev_output.rows[seq.seq_id])
                 input_ids.append(token_id)
-            else:
-                input_ids += seq.all_token_ids[start:end]
-            positions += range(start, end)
+                positions.append(start)
             slot_mapping += kv_cache_manager.slot_mapping(seq, start, end)
-            block_tables.append(seq.block_table[: cdiv(end, self.block_size)])
-            query_lens.append(end - start)
+            num_blocks = cdiv(end, block_size)
+            table = seq.block_table
+            block_tables.append(table if len(table) == num_blocks else table[:num_blocks])
             context_lens.append(end)
-            num_prefills += s.is_prefill
             if s.samples:
                 logits_indices.append(len(input_ids) - 1)
                 seqs_to_sample.append(seq)
-        if num_prefills:  # padding tokens as in CUDA graphs: slot -1, never sampled
-            num_padding = self.padded_num_tokens(len(input_ids)) - len(input_ids)
-            input_ids += [0] * num_padding
-            positions += [0] * num_padding
-            slot_mapping += [-1] * num_padding
-        dev = self.device
-        input_ids_tensor = async_tensor_h2d(input_ids, torch.long, dev)
-        if from_prev:  # a gather on the device, queued behind the step that samples them
-            rows = async_tensor_h2d(from_prev, torch.long, dev)
-            input_ids_tensor[rows[:, 0]] = self.prev_output.sampled_token_ids[rows[:, 1]]
+
+        # Stage everything in the input buffers and send it in one copy (input_buffers.py).
+        num_tokens, num_seqs, num_prefills = len(input_ids), len(context_lens), len(prefill_lens)
+        tables = padded_block_tables(block_tables)
+        graphs = self.cuda_graphs
+        graph_size = (None if graphs is None
+                      else graphs.padded_batch_size(num_prefills, num_seqs - num_prefills))
+        buffers = self.input_buffers
+        buffers.begin_step()
+        if graph_size is None:  # prefills run padded tokens (EAGER_TOKEN_MULTIPLE), decodes not
+            num_run = self.padded_num_tokens(num_tokens) if num_prefills else num_tokens
+            staged = StagedModelInputs.reserve(buffers, num_run, num_seqs, tables.shape[1])
+        else:  # in the graph's own inputs, padded to its batch size
+            num_run = num_tokens
+            staged = StagedModelInputs.reserve(buffers, graph_size, graph_size,
+                                               self.max_blocks_per_seq)
+        staged.write(input_ids, positions, slot_mapping, tables, context_lens)
+        query_start_loc = buffers.reserve((num_prefills + 1,), torch.int32)
+        query_start_loc.np[:] = [0, *itertools.accumulate(prefill_lens)]
+        sampled_rows = buffers.reserve((len(logits_indices),), torch.int64)
+        sampled_rows.np[:] = logits_indices
+        if placeholder_rows:
+            dst_rows = buffers.reserve((len(placeholder_rows),), torch.int64)
+            dst_rows.np[:] = placeholder_rows
+            src_rows = buffers.reserve((len(prev_rows),), torch.int64)
+            src_rows.np[:] = prev_rows
+        buffers.copy_to_device()
+
+        ids, pos, slots, tables_tensor, lens = staged.device_tensors(num_run, num_seqs,
+                                                                     tables.shape[1])
+        if placeholder_rows:  # a gather on the device, queued behind the step that samples them
+            ids[dst_rows.device] = self.prev_output.sampled_token_ids[src_rows.device]
         return ModelInput(
-            input_ids=input_ids_tensor,
-            positions=async_tensor_h2d(positions, torch.long, dev),
-            attn_metadata=self._attn_metadata(block_tables, slot_mapping, query_lens,
-                                              context_lens, num_prefills),
-            logits_indices=async_tensor_h2d(logits_indices, torch.long, dev),
+            input_ids=ids,
+            positions=pos,
+            attn_metadata=AttentionMetadata(
+                slot_mapping=slots,
+                block_tables=tables_tensor,
+                context_lens=lens,
+                query_start_loc=query_start_loc.device,
+                num_prefills=num_prefills,
+                num_prefill_tokens=sum(prefill_lens),
+                num_decode_tokens=num_seqs - num_prefills,
+                max_query_len=max(prefill_lens, default=0),
+                max_context_len=max(context_lens, default=0),
+            ),
+            logits_indices=sampled_rows.device,
             seqs_to_sample=seqs_to_sample,
         )
 
@@ -336,16 +387,20 @@ class ModelRunner:
         only the driver gets logits and samples."""
         md = inputs.attn_metadata
         graphs = self.cuda_graphs
-        if graphs is not None and md.num_prefills == 0 and (
-                md.num_decode_tokens <= graphs.max_batch_size):
+        if graphs is not None and graphs.padded_batch_size(md.num_prefills,
+                                                           md.num_decode_tokens) is not None:
             hidden = graphs.run(inputs.input_ids, inputs.positions, md.slot_mapping,
                                 md.block_tables, md.context_lens)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, md)
         seqs = inputs.seqs_to_sample
-        if inputs.logits_indices.numel() == 0:
+        num_sampled = inputs.logits_indices.shape[0]
+        if num_sampled == 0:
             return AsyncModelRunnerOutput([], None)
-        logits = self.model.compute_logits(hidden[inputs.logits_indices])
+        # The sampled rows are distinct and in order: as many as `hidden` has (every row of a
+        # decode-only step) means all of them, and no gather is needed.
+        logits = self.model.compute_logits(
+            hidden if num_sampled == hidden.shape[0] else hidden[inputs.logits_indices])
         if logits is None:  # a tensor-parallel worker: it sent its slice to the driver
             return AsyncModelRunnerOutput([], None)
         md = SamplingMetadata.from_sequences(seqs, self.vocab_size, self.device)
