@@ -199,3 +199,7 @@ def test_reservations_are_aligned_and_bounded():
         buffers.reserve((3,), torch.int64)
     buffers.begin_step()  # the next step packs from the start again
     assert buffers.reserve((1,), torch.int64).device.data_ptr() == small.device.data_ptr()
+    # Every array starts 16-byte aligned, as a tensor of its own would: Triton compiles a kernel
+    # variant per pointer alignment, so 8-byte offsets would make new variants mid-run.
+    second = buffers.reserve((1,), torch.int64)
+    assert second.device.data_ptr() - small.device.data_ptr() == 16

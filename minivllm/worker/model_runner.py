@@ -43,7 +43,7 @@ from minivllm.model_executor.sampling_metadata import SamplingMetadata
 from minivllm.sequence import PLACEHOLDER_TOKEN_ID, Sequence
 from minivllm.worker.cache_engine import KVCacheSpec, allocate_kv_caches
 from minivllm.worker.cuda_graph import CUDAGraphRunner
-from minivllm.worker.input_buffers import InputBuffers, StagedModelInputs
+from minivllm.worker.input_buffers import ALIGNMENT, InputBuffers, StagedModelInputs
 
 logger = logging.getLogger("minivllm")
 
@@ -283,7 +283,7 @@ class ModelRunner:
         tokens = max(self.config.max_num_batched_tokens + EAGER_TOKEN_MULTIPLE, seqs)
         int64s = 3 * tokens + 3 * seqs
         int32s = seqs * self.max_blocks_per_seq + 2 * seqs + 1
-        return 8 * int64s + 4 * int32s + 8 * 8
+        return 8 * int64s + 4 * int32s + 8 * ALIGNMENT
 
     def prepare_inputs(self, scheduled: list[ScheduledSequence],
                        kv_cache_manager: KVCacheManager) -> ModelInput:
