@@ -1,8 +1,12 @@
-"""The offline throughput benchmark end to end, at smoke size on the CPU: both engines (ours
-and the Hugging Face transformers continuous-batching peer, in its subprocess) generate every
-requested token, and the record says so. Catches a peer broken by a transformers release
-before a GPU run finds out (once, a peer asking for its results one id at a time never
-finished on the H100)."""
+"""Benchmarks end to end, at smoke size on the CPU.
+
+The offline throughput benchmark: both engines (ours and the Hugging Face transformers
+continuous-batching peer, in its subprocess) generate every requested token, and the record
+says so. Catches a peer broken by a transformers release before a GPU run finds out (once, a
+peer asking for its results one id at a time never finished on the H100).
+
+The skinny-matmul benchmark: a row for every shape, each with the kernel's result checked
+against float64."""
 
 import json
 import subprocess
@@ -31,3 +35,19 @@ def test_throughput_smoke_runs_both_engines_to_the_last_token():
     assert figures["hf"]["output_tokens"] == expected
     assert figures["hf"]["num_prompts"] == config["num_prompts"]
     assert figures["ratio_to_hf"] > 0 and figures["ratio_to_roofline"] > 0
+
+
+def test_skinny_gemm_smoke_records_every_shape():
+    record_path = ROOT / "benchmarks" / "results" / "skinny_gemm_cpu_smoke.json"
+    record_path.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.kernels.bench_skinny_gemm",
+                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(record_path.read_text())
+    config = record["config"]
+    assert [(r["proj"], r["rows"]) for r in record["rows"]] == [
+        (name, rows) for name in config["shapes"] for rows in config["rows"]]
+    for row in record["rows"]:
+        assert row["max_abs_err"] < 1e-4  # fp32 on the CPU
+        assert row["cublas_us"] > 0 and row["skinny_us"] > 0
+        assert row["linear_runs"] == "cublas"  # the kernel is for CUDA graphs only

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from minivllm.model_executor.layers.compile import fused_kernels
 from minivllm.model_executor.layers.triton_skinny_gemm import (
+    LINEAR_MAX_ROWS,
     MAX_ROWS,
     _counters,
     choose_tiling,
@@ -76,7 +77,7 @@ def test_choose_tiling_fills_the_gpu() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("rows", [1, 7, MAX_ROWS])
+@pytest.mark.parametrize("rows", [1, 7, LINEAR_MAX_ROWS])
 def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor]) -> None:
     """Qwen3-0.6B's o_proj inside a CUDA graph, as decode steps run it: within
     `fused_kernels()` `linear` takes the split-K kernel, and 50 replays give the same bits. On

@@ -36,8 +36,11 @@ import triton.language as tl
 from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms
 from minivllm.model_executor.layers.compile import fused_kernels_enabled
 
-MAX_ROWS = 16
-"""Matmuls with more rows than this go to cuBLAS: on an H200 it was as fast from 32 rows on."""
+MAX_ROWS = 64
+"""The most rows the kernel takes (it pads them to a power of two, at least 16)."""
+LINEAR_MAX_ROWS = 16
+"""`linear` sends at most this many rows here: on an H200 cuBLAS was as fast from 32 rows on
+(`benchmarks/kernels/bench_skinny_gemm.py` compares the two)."""
 BLOCK_K = 128
 MAX_COLUMN_TILES = 1 << 16
 """Size of the counter buffer: the most column tiles one split-K matmul may have."""
@@ -149,18 +152,24 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return y
 
 
+def runs_skinny(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `linear` sends x W^T to `skinny_gemm` (why: see `linear`)."""
+    return (x.is_cuda and fused_kernels_enabled() and x.shape[0] <= LINEAR_MAX_ROWS
+            and supports(x, weight)
+            and choose_tiling(weight.shape[0], x.shape[1], get_num_sms(x.device))[1] > 1)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, except where cuBLAS is slow: a few rows times a weight with too few output
-    columns to fill the GPU without splitting K (o_proj and down_proj), on CUDA within
-    `fused_kernels()` (CUDA graph capture and its warm-up). There `skinny_gemm` runs instead.
+    """`F.linear`, except where cuBLAS is slow: up to LINEAR_MAX_ROWS rows times a weight with
+    too few output columns to fill the GPU without splitting K (o_proj and down_proj), on CUDA
+    within `fused_kernels()` (graph capture and its warm-up). There `skinny_gemm` runs instead.
 
     On an H200 at batch 1 this took o_proj from 12.8 us to 5.0 us, and down_proj from 6.6 us in
     two kernels to 6.0 us in one. For wide weights (qkv_proj, gate_up_proj) cuBLAS was as fast
     or faster, so they stay there. Only in graphs: launching a Triton kernel from Python costs
     about twice the host time of a cuBLAS call, and eager steps of a few rows are bound by host
     time, while a graph pays the launch once, at capture."""
-    if (x.is_cuda and fused_kernels_enabled() and supports(x, weight)
-            and choose_tiling(weight.shape[0], x.shape[1], get_num_sms(x.device))[1] > 1):
+    if runs_skinny(x, weight):
         return skinny_gemm(x, weight, bias)
     return F.linear(x, weight, bias)

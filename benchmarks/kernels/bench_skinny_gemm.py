@@ -1,0 +1,125 @@
+"""Decode-sized matmuls: the split-K Triton kernel against cuBLAS and the copy roofline.
+
+For Qwen3-0.6B's four projections at 1 to 64 rows, time `F.linear` (cuBLAS) and `skinny_gemm`
+as a decode step runs them: inside a CUDA graph, each call on its own copy of the weight, with
+enough copies to overflow the L2 cache, so every call streams its weight from memory. Report
+microseconds per call, the weight's bytes over that time, the fraction of the measured copy
+bandwidth, and which of the two `linear()` runs for the shape in a decode graph.
+
+    python -m benchmarks.kernels.bench_skinny_gemm           # GPU
+    python -m benchmarks.kernels.bench_skinny_gemm --smoke   # CPU interpreter, tiny shapes (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import copy_bandwidth_gbs, device_slug, print_table, write_result
+
+# (output columns N, input columns K) of Qwen3-0.6B's projections.
+SHAPES = {"qkv_proj": (4096, 1024), "o_proj": (1024, 2048), "gate_up_proj": (6144, 1024),
+          "down_proj": (1024, 3072)}
+ROWS = [1, 4, 16, 32, 64]
+SMOKE = {"shapes": {"narrow": (64, 512), "wide": (256, 256)}, "rows": [1, 4]}
+REPLAYS = 20
+
+
+def us_per_call(calls: list[Callable[[], object]]) -> float:
+    """Microseconds per call. CUDA: all calls captured in one graph, replayed REPLAYS times
+    between two events. CPU (smoke runs): wall clock of one pass, after a warm-up pass."""
+    for call in calls:  # warm-up: compiles, and allocates outside the capture
+        call()
+    if not torch.cuda.is_available():
+        start = time.perf_counter()
+        for call in calls:
+            call()
+        return (time.perf_counter() - start) / len(calls) * 1e6
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(REPLAYS):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return begin.elapsed_time(end) * 1e3 / REPLAYS / len(calls)
+
+
+def bench_shape(name: str, n: int, k: int, rows: int, dtype: torch.dtype, device: str,
+                bandwidth_gbs: float) -> dict:
+    # Imported here: TRITON_INTERPRET must be set (main) before the kernel is defined.
+    from minivllm.attention.ops.triton_utils import get_num_sms
+    from minivllm.model_executor.layers.compile import fused_kernels
+    from minivllm.model_executor.layers.triton_skinny_gemm import (
+        choose_tiling,
+        runs_skinny,
+        skinny_gemm,
+    )
+
+    weight_bytes = n * k * dtype.itemsize
+    l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size if device == "cuda" else 0
+    copies = max(2, math.ceil(3 * l2_bytes / weight_bytes))
+    weights = [torch.randn(n, k, device=device).div_(k**0.5).to(dtype) for _ in range(copies)]
+    x = torch.randn(rows, k, device=device).to(dtype)
+    cublas_us = us_per_call([lambda w=w: F.linear(x, w) for w in weights])
+    skinny_us = us_per_call([lambda w=w: skinny_gemm(x, w) for w in weights])
+    with fused_kernels():  # as in graph capture: what `linear` runs in a decode step
+        picks_skinny = runs_skinny(x, weights[0])
+    err = (skinny_gemm(x, weights[0]).double() - F.linear(x.double(), weights[0].double()))
+    return {
+        "proj": name, "rows": rows, "n": n, "k": k,
+        "split_k": choose_tiling(n, k, get_num_sms(x.device))[1],
+        "cublas_us": cublas_us, "skinny_us": skinny_us,
+        "cublas_GBs": weight_bytes / cublas_us / 1e3, "skinny_GBs": weight_bytes / skinny_us / 1e3,
+        "skinny_vs_cublas": cublas_us / skinny_us,
+        "skinny_vs_roofline": weight_bytes / skinny_us / 1e3 / bandwidth_gbs,
+        "linear_runs": "skinny" if picks_skinny else "cublas",
+        "max_abs_err": err.abs().max().item(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes; on a CPU the kernel runs in Triton's interpreter")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        parser.error("the full benchmark needs a CUDA GPU; use --smoke on a CPU")
+    if not cuda:
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel is imported
+    device = "cuda" if cuda else "cpu"
+    torch.manual_seed(0)
+    shapes, rows_list = (SMOKE["shapes"], SMOKE["rows"]) if args.smoke else (SHAPES, ROWS)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    bandwidth = copy_bandwidth_gbs(2**30 if cuda else 2**24)
+    rows = [bench_shape(name, n, k, r, dtype, device, bandwidth)
+            for name, (n, k) in shapes.items() for r in rows_list]
+    record = {"benchmark": "skinny_gemm",
+              "config": {"shapes": shapes, "rows": rows_list, "dtype": str(dtype),
+                         "smoke": args.smoke,
+                         "timer": "CUDA graph of one call per weight copy" if cuda
+                         else "wall clock"},
+              "copy_bandwidth_GBs": bandwidth, "rows": rows}
+    path = write_result(f"skinny_gemm_{device_slug()}" + ("_smoke" if args.smoke else ""),
+                        record)
+    print(f"copy bandwidth {bandwidth:.0f} GB/s")
+    print_table(rows, ["proj", "rows", "split_k", "cublas_us", "skinny_us", "cublas_GBs",
+                       "skinny_GBs", "skinny_vs_cublas", "skinny_vs_roofline", "linear_runs",
+                       "max_abs_err"])
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
