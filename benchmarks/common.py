@@ -7,6 +7,7 @@ be traced to a device, library versions and a git revision.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -56,6 +57,17 @@ def device_info() -> dict[str, Any]:
                     num_sms=props.multi_processor_count,
                     memory_gib=round(props.total_memory / 2**30, 1))
     return info
+
+
+def kernel_benchmark_device(parser: argparse.ArgumentParser, smoke: bool) -> str:
+    """"cuda", or "cpu" for a `--smoke` run, whose Triton kernels then run in the interpreter:
+    call it before the kernels are imported (TRITON_INTERPRET is read when they are defined)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if not smoke:
+        parser.error("the full benchmark needs a CUDA GPU; use --smoke on a CPU")
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    return "cpu"
 
 
 def device_slug() -> str:

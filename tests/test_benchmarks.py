@@ -19,13 +19,18 @@ from minivllm.model_executor.model_loader import get_model_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_throughput_smoke_runs_both_engines_to_the_last_token():
-    record_path = ROOT / "benchmarks" / "results" / "throughput_smoke.json"
+def run_smoke(module: str, record_name: str) -> dict:
+    """Run `python -m <module> --smoke` and return the record it wrote (made fresh)."""
+    record_path = ROOT / "benchmarks" / "results" / f"{record_name}.json"
     record_path.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput.bench_throughput",
-                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", module, "--smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads(record_path.read_text())
+    return json.loads(record_path.read_text())
+
+
+def test_throughput_smoke_runs_both_engines_to_the_last_token():
+    record = run_smoke("benchmarks.throughput.bench_throughput", "throughput_smoke")
     config, figures = record["config"], record["figures"]
     vocab = get_model_config(config["model"]).vocab_size
     requests = random_workload(config["num_prompts"], vocab, tuple(config["input_range"]),
@@ -38,12 +43,7 @@ def test_throughput_smoke_runs_both_engines_to_the_last_token():
 
 
 def test_skinny_gemm_smoke_records_every_shape():
-    record_path = ROOT / "benchmarks" / "results" / "skinny_gemm_cpu_smoke.json"
-    record_path.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.kernels.bench_skinny_gemm",
-                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads(record_path.read_text())
+    record = run_smoke("benchmarks.kernels.bench_skinny_gemm", "skinny_gemm_cpu_smoke")
     config = record["config"]
     assert [(r["proj"], r["rows"]) for r in record["rows"]] == [
         (name, rows) for name in config["shapes"] for rows in config["rows"]]

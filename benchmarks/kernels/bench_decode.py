@@ -16,7 +16,6 @@ tensors.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from benchmarks.common import (
     copy_bandwidth_gbs,
     cuda_graph_ms,
     device_slug,
+    kernel_benchmark_device,
     print_table,
     time_ms,
     write_result,
@@ -193,12 +193,8 @@ def main() -> None:
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
     args = parser.parse_args()
 
-    cuda = torch.cuda.is_available()
-    if not cuda and not args.smoke:
-        parser.error("the full benchmark needs a CUDA GPU; use --smoke on a CPU")
-    if not cuda:
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are imported
-    device = "cuda" if cuda else "cpu"
+    device = kernel_benchmark_device(parser, args.smoke)
+    cuda = device == "cuda"
     torch.manual_seed(0)
     if args.smoke:
         heads, dtype = SMOKE["heads"], torch.float32

@@ -2,9 +2,10 @@
 
 For Qwen3-0.6B's four projections at 1 to 64 rows, time `F.linear` (cuBLAS) and `skinny_gemm`
 as a decode step runs them: inside a CUDA graph, each call on its own copy of the weight, with
-enough copies to overflow the L2 cache, so every call streams its weight from memory. Report
-microseconds per call, the weight's bytes over that time, the fraction of the measured copy
-bandwidth, and which of the two `linear()` runs for the shape in a decode graph.
+enough copies to overflow the L2 cache (and `do_bench` flushing it between replays), so every
+call streams its weight from memory. Report microseconds per call, the weight's bytes over
+that time, the fraction of the measured copy bandwidth, and which of the two `linear()` runs
+for the shape in a decode graph.
 
     python -m benchmarks.kernels.bench_skinny_gemm           # GPU
     python -m benchmarks.kernels.bench_skinny_gemm --smoke   # CPU interpreter, tiny shapes (CI)
@@ -14,46 +15,37 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import copy_bandwidth_gbs, device_slug, print_table, write_result
+from benchmarks.common import (
+    copy_bandwidth_gbs,
+    cuda_graph_ms,
+    device_slug,
+    kernel_benchmark_device,
+    print_table,
+    time_ms,
+    write_result,
+)
 
 # (output columns N, input columns K) of Qwen3-0.6B's projections.
 SHAPES = {"qkv_proj": (4096, 1024), "o_proj": (1024, 2048), "gate_up_proj": (6144, 1024),
           "down_proj": (1024, 3072)}
 ROWS = [1, 4, 16, 32, 64]
 SMOKE = {"shapes": {"narrow": (64, 512), "wide": (256, 256)}, "rows": [1, 4]}
-REPLAYS = 20
 
 
 def us_per_call(calls: list[Callable[[], object]]) -> float:
-    """Microseconds per call. CUDA: all calls captured in one graph, replayed REPLAYS times
-    between two events. CPU (smoke runs): wall clock of one pass, after a warm-up pass."""
-    for call in calls:  # warm-up: compiles, and allocates outside the capture
-        call()
-    if not torch.cuda.is_available():
-        start = time.perf_counter()
+    """Microseconds per call: all calls captured in one CUDA graph and its replays timed
+    (`cuda_graph_ms`); on a CPU (smoke runs) the wall clock of a pass (`time_ms`)."""
+    def all_calls() -> None:
         for call in calls:
             call()
-        return (time.perf_counter() - start) / len(calls) * 1e6
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
-    for _ in range(REPLAYS):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return begin.elapsed_time(end) * 1e3 / REPLAYS / len(calls)
+
+    ms = cuda_graph_ms(all_calls) if torch.cuda.is_available() else time_ms(all_calls)
+    return ms * 1e3 / len(calls)
 
 
 def bench_shape(name: str, n: int, k: int, rows: int, dtype: torch.dtype, device: str,
@@ -94,12 +86,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes; on a CPU the kernel runs in Triton's interpreter")
     args = parser.parse_args()
-    cuda = torch.cuda.is_available()
-    if not cuda and not args.smoke:
-        parser.error("the full benchmark needs a CUDA GPU; use --smoke on a CPU")
-    if not cuda:
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel is imported
-    device = "cuda" if cuda else "cpu"
+    device = kernel_benchmark_device(parser, args.smoke)
+    cuda = device == "cuda"
     torch.manual_seed(0)
     shapes, rows_list = (SMOKE["shapes"], SMOKE["rows"]) if args.smoke else (SHAPES, ROWS)
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -109,8 +97,8 @@ def main() -> None:
     record = {"benchmark": "skinny_gemm",
               "config": {"shapes": shapes, "rows": rows_list, "dtype": str(dtype),
                          "smoke": args.smoke,
-                         "timer": "CUDA graph of one call per weight copy" if cuda
-                         else "wall clock"},
+                         "timer": "do_bench median of a CUDA graph of one call per weight "
+                         "copy" if cuda else "wall clock"},
               "copy_bandwidth_GBs": bandwidth, "rows": rows}
     path = write_result(f"skinny_gemm_{device_slug()}" + ("_smoke" if args.smoke else ""),
                         record)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minivllm.sampling_params import _SAMPLING_EPS, SamplingParams, SamplingType
+from minivllm.sampling_params import SamplingParams, SamplingType
 from minivllm.sequence import Sequence
 
 
@@ -93,8 +93,7 @@ class SamplingMetadata:
         random-sampling parameters (temperature, top-k, top-p, min-p) are never read: they are
         left None."""
         params = [seq.sampling_params for seq in seqs]
-        # (Greedy as in `SamplingParams.sampling_type`, without its enum: 2.5x faster.)
-        if params and all(p.temperature < _SAMPLING_EPS and p.logprobs is None
+        if params and all(p.sampling_type == SamplingType.GREEDY and p.logprobs is None
                           and p.min_tokens == 0 and not p.has_penalties for p in params):
             return cls(temperature=None, all_greedy=True, all_random=False, top_k=None,
                        max_top_k=0, top_p=None, min_p=None, generators={}, no_penalties=True,
@@ -118,11 +117,12 @@ class SamplingMetadata:
                     seq.generator.manual_seed(p.seed + seq.index)
                 generators[row] = seq.generator
 
-        sampling = [] if all_greedy else params  # rows whose random-sampling parameters count
-        top_ks = [min(p.top_k, vocab_size) if p.top_k > 0 else vocab_size for p in sampling]
+        # Greedy rows hold neutral top-k/top-p/min-p (SamplingParams resets them), so an
+        # all-greedy batch gets None for each.
+        top_ks = [min(p.top_k, vocab_size) if p.top_k > 0 else vocab_size for p in params]
         enabled_top_ks = [k for k in top_ks if k < vocab_size]
-        top_ps = [p.top_p for p in sampling]
-        min_ps = [p.min_p for p in sampling]
+        top_ps = [p.top_p for p in params]
+        min_ps = [p.min_p for p in params]
 
         no_penalties = not any(p.has_penalties for p in params)
 

@@ -94,6 +94,12 @@ class InputBuffers:
         device = self._device_views[dtype][start // dtype.itemsize:end // dtype.itemsize]
         return StagedTensor(host, device.view(shape) if len(shape) > 1 else device)
 
+    def stage(self, values: list[int], dtype: torch.dtype) -> StagedTensor:
+        """Reserve a 1-D array for `values` and write them to it."""
+        staged = self.reserve((len(values),), dtype)
+        staged.np[:] = values
+        return staged
+
     def copy_to_device(self) -> None:
         """Send the reserved bytes in one copy, without waiting for the GPU (the host buffer is
         page-locked on CUDA, so the copy is queued behind the running kernels)."""

@@ -342,15 +342,11 @@ class ModelRunner:
             staged = StagedModelInputs.reserve(buffers, graph_size, graph_size,
                                                self.max_blocks_per_seq)
         staged.write(input_ids, positions, slot_mapping, tables, context_lens)
-        query_start_loc = buffers.reserve((num_prefills + 1,), torch.int32)
-        query_start_loc.np[:] = [0, *itertools.accumulate(prefill_lens)]
-        sampled_rows = buffers.reserve((len(logits_indices),), torch.int64)
-        sampled_rows.np[:] = logits_indices
+        query_start_loc = buffers.stage([0, *itertools.accumulate(prefill_lens)], torch.int32)
+        sampled_rows = buffers.stage(logits_indices, torch.int64)
         if placeholder_rows:
-            dst_rows = buffers.reserve((len(placeholder_rows),), torch.int64)
-            dst_rows.np[:] = placeholder_rows
-            src_rows = buffers.reserve((len(prev_rows),), torch.int64)
-            src_rows.np[:] = prev_rows
+            dst_rows = buffers.stage(placeholder_rows, torch.int64)
+            src_rows = buffers.stage(prev_rows, torch.int64)
         buffers.copy_to_device()
 
         ids, pos, slots, tables_tensor, lens = staged.device_tensors(num_run, num_seqs,
