@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from minivllm.model_executor.layers.compile import fused_kernels
 from minivllm.model_executor.layers.triton_skinny_gemm import (
-    LINEAR_MAX_ROWS,
     MAX_ROWS,
     _counters,
     choose_tiling,
@@ -29,8 +28,10 @@ TOLERANCES = {torch.float32: {"atol": 1e-4, "rtol": 1e-4},
     [
         (1, 96, 512, 4, torch.bfloat16, False),  # a decode row; N not a multiple of BLOCK_N
         (5, 64, 256, 2, torch.float32, True),  # the bias is added once, after the reduction
-        (16, 40, 384, 1, torch.bfloat16, True),  # no split: the program writes y directly
+        (16, 40, 256, 1, torch.bfloat16, True),  # no split: the program writes y directly
         (MAX_ROWS, 32, 1024, 8, torch.float32, False),
+        (2, 48, 768, 3, torch.float32, False),  # a split count that is not a power of two
+        (2, 48, 768, 2, torch.float32, True),  # slices of 384: a loop over three tiles
         (3, 1000, 256, 2, torch.bfloat16, False),  # several column tiles, the last one masked
     ],
 )
@@ -65,19 +66,26 @@ def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:
         skinny_gemm(randn(MAX_ROWS + 1, 256), weight)
 
 
-def test_choose_tiling_fills_the_gpu() -> None:
-    # Qwen3-0.6B on 132 SMs: o_proj and down_proj (1024 columns, 32 tiles) split K in 4;
-    # qkv_proj (4096 columns, 128 tiles) and gate_up_proj (192 tiles) not at all.
-    assert choose_tiling(1024, 2048, 132) == (32, 4)
-    assert choose_tiling(1024, 3072, 132) == (32, 4)
-    assert choose_tiling(4096, 1024, 132) == (32, 1)
-    assert choose_tiling(6144, 1024, 132) == (32, 1)
-    assert choose_tiling(1024, 256, 132) == (32, 1)  # too short a K to split
-    assert choose_tiling(512, 4096, 132) == (32, 4)  # at most 4
+def test_choose_tiling() -> None:
+    # (SPLIT_K, BLOCK_K) on 132 SMs. Qwen3-0.6B: o_proj splits K in 4 slices of 512, each
+    # loaded whole; down_proj in 4 of 768, a loop over tiles of 128; qkv_proj and gate_up_proj
+    # have enough column tiles unsplit, and loop over K = 1024.
+    assert choose_tiling(1024, 2048, 132) == (4, 512)
+    assert choose_tiling(1024, 3072, 132) == (4, 128)
+    assert choose_tiling(4096, 1024, 132) == (1, 128)
+    assert choose_tiling(6144, 1024, 132) == (1, 128)
+    assert choose_tiling(1024, 256, 132) == (1, 256)  # too short a K to split: one tile
+    assert choose_tiling(512, 4096, 132) == (4, 128)  # at most 4 splits
+
+
+def test_slices_must_be_whole_tiles(randn: Callable[..., torch.Tensor]) -> None:
+    x, weight = randn(2, 768), randn(8, 768)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        skinny_gemm(x, weight, split_k=4)  # slices of 192
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("rows", [1, 7, LINEAR_MAX_ROWS])
+@pytest.mark.parametrize("rows", [1, 7, MAX_ROWS])
 def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor]) -> None:
     """Qwen3-0.6B's o_proj inside a CUDA graph, as decode steps run it: within
     `fused_kernels()` `linear` takes the split-K kernel, and 50 replays give the same bits. On

@@ -1,4 +1,4 @@
-"""Small host-side helpers shared by the Triton PagedAttention kernels (lab 2).
+"""Small host-side helpers shared by the Triton kernels (PagedAttention of lab 2, the layers).
 
 Nothing here is a kernel: these functions pick launch parameters from what the host already
 knows (tensor dtypes and shapes, the GPU's size), so no launch ever waits for the device.
@@ -57,6 +57,26 @@ def dot_dtype(dtype: torch.dtype) -> tl.dtype:
     if dtype not in _TL_DTYPES:
         raise TypeError(f"unsupported dtype {dtype}; expected fp32, fp16 or bf16")
     return tl.float32 if is_interpreting() else _TL_DTYPES[dtype]
+
+
+@functools.cache
+def use_pdl(device: torch.device) -> bool:
+    """Whether kernels that support it are launched with programmatic dependent launch (PDL).
+
+    On a GPU each kernel normally starts only once the one before it has finished and its
+    writes are flushed: between two dependent kernels the SMs idle for a microsecond or two,
+    and a decode step of a small model runs hundreds of kernels. Since Hopper (compute
+    capability 9.0) a kernel launched with PDL may start while its predecessor is still
+    running; it must call `tl.extra.cuda.gdc_wait()` before it touches anything the predecessor
+    writes or reads, and may do independent work (load its weights) before that. A kernel calls
+    `gdc_launch_dependents()` to let the next one start early. CUDA graphs record the early
+    start, so replays keep it. vLLM and FlashInfer enable it the same way on Hopper.
+
+    Off under the CPU interpreter and on older GPUs; MINIVLLM_NO_PDL=1 turns it off (A/B
+    measurements, debugging)."""
+    return (device.type == "cuda" and not is_interpreting()
+            and torch.cuda.get_device_capability(device)[0] >= 9
+            and os.environ.get("MINIVLLM_NO_PDL") != "1")
 
 
 @functools.cache

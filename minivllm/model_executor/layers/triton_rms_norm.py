@@ -19,14 +19,20 @@ import torch
 import triton
 import triton.language as tl
 
+from minivllm.attention.ops.triton_utils import use_pdl
+
 
 @triton.jit
 def _rms_norm_kernel(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr,
                      stride_out, stride_res_out, stride_x, stride_res, hidden_size, eps,
-                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden_size
+    weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    if USE_PDL:  # the weight is loaded; wait for the kernel that writes x (triton_utils.use_pdl)
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     if HAS_RESIDUAL:
         residual = tl.load(residual_ptr + row * stride_res + cols, mask=mask, other=0.0)
@@ -35,7 +41,6 @@ def _rms_norm_kernel(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr,
     x32 = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(x32 * x32, axis=0) / hidden_size + eps)
     normed = (x32 * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
-    weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_out + cols, (weight * normed).to(out_ptr.dtype.element_ty),
              mask=mask)
 
@@ -62,11 +67,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         res_in = _as_rows(residual)
         res_out = torch.empty_like(rows)
     block = triton.next_power_of_2(hidden_size)
+    pdl = use_pdl(x.device)
     if rows.shape[0]:
         _rms_norm_kernel[(rows.shape[0],)](
             out, res_out, rows, res_in, weight, out.stride(0), res_out.stride(0),
             rows.stride(0), res_in.stride(0), hidden_size, eps,
-            HAS_RESIDUAL=residual is not None, BLOCK=block,
-            num_warps=min(16, max(1, block // 256)))
+            HAS_RESIDUAL=residual is not None, BLOCK=block, USE_PDL=pdl,
+            num_warps=min(16, max(1, block // 256)), launch_pdl=pdl)
     out = out.view(x.shape)
     return out if residual is None else (out, res_out.view(x.shape))

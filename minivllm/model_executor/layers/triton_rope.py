@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from minivllm.attention.ops.triton_utils import use_pdl
+
 
 @triton.jit
 def _norm_rope_heads(x_ptr, num_heads, weight_ptr, cos, sin, eps, HAS_NORM: tl.constexpr,
@@ -45,8 +47,11 @@ def _norm_rope_heads(x_ptr, num_heads, weight_ptr, cos, sin, eps, HAS_NORM: tl.c
 def _rope_kernel(query_ptr, key_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr,
                  stride_qt, stride_kt, stride_cs, eps,
                  NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                 BLOCK_H: tl.constexpr, HAS_NORM: tl.constexpr):
+                 BLOCK_H: tl.constexpr, HAS_NORM: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (token, 0) does the token's query heads, (token, 1) its key heads."""
+    if USE_PDL:  # wait for the projection that wrote q and k (triton_utils.use_pdl)
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     token = tl.program_id(0)
     half: tl.constexpr = HEAD_DIM // 2
     position = tl.load(positions_ptr + token).to(tl.int64)
@@ -74,9 +79,11 @@ def rope_(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
         raise ValueError("rope_ needs the heads of a token to be contiguous")
     num_heads, num_kv_heads = query.shape[1] // head_size, key.shape[1] // head_size
     has_norm = q_weight is not None
+    pdl = use_pdl(query.device)
     # Without a norm the weight pointers are never read: any tensor stands in for them.
     _rope_kernel[(num_tokens, 2)](
         query, key, positions, cos_sin_cache, q_weight if has_norm else query,
         k_weight if has_norm else key, query.stride(0), key.stride(0), cos_sin_cache.stride(0),
         eps, NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_size,
-        BLOCK_H=triton.next_power_of_2(max(num_heads, num_kv_heads)), HAS_NORM=has_norm)
+        BLOCK_H=triton.next_power_of_2(max(num_heads, num_kv_heads)), HAS_NORM=has_norm,
+        USE_PDL=pdl, launch_pdl=pdl)
