@@ -47,9 +47,13 @@ def mlp_chain(x: torch.Tensor, weights: list[tuple[torch.Tensor, ...]]) -> torch
     return hidden + residual
 
 
-def test_pdl_chain_in_graph_matches_serial_launch(pdl_switch: Callable[[bool], None],
-                                                   randn: Callable[..., torch.Tensor]) -> None:
+def test_pdl_chain_in_graph_matches_serial_launch(pdl_switch: Callable[[bool], None]) -> None:
     bf16 = torch.bfloat16
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.randn(shape, generator=generator).to(dtype).cuda()
+
     weights = [(1 + 0.1 * randn(HIDDEN, dtype=bf16),
                 randn(2 * INTERMEDIATE, HIDDEN, dtype=bf16) / HIDDEN**0.5,
                 randn(HIDDEN, INTERMEDIATE, dtype=bf16) / INTERMEDIATE**0.5)

@@ -46,8 +46,8 @@ from minivllm.model_executor.layers.compile import fused_kernels_enabled
 
 MAX_ROWS = 16
 """The most rows the kernel takes (padded to 16, one tensor-core tile): decode steps of up to 16
-sequences. From 32 rows on cuBLAS was as fast on an H200 (`benchmarks/kernels/
-bench_skinny_gemm.py` compares the two)."""
+sequences. From 32 rows on, an earlier version of this kernel was no faster than cuBLAS on an
+H200, and a whole [16, 512] input slice in registers leaves no room for more rows."""
 MAX_BLOCK_K = 512
 """The longest K slice loaded in one piece: [32, 512] of bf16 weights (32 KB) and [16, 512] of
 inputs fit in the registers of four warps."""
@@ -199,8 +199,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
     `fused_kernels()` (graph capture and its warm-up): there `skinny_gemm` runs instead.
 
     On an H200, in CUDA graphs with PDL, it ran Qwen3-0.6B's o_proj in 3.6 us at 1 to 16 rows
-    where cuBLAS took 12.8 us at one row and 6.0 at 16 (cuBLAS's down_proj was two kernels),
-    and the wide qkv_proj and gate_up_proj 7-15% faster than cuBLAS
+    where cuBLAS took 12.8 us at one row and 6.0 at 16, down_proj in 5.4 us against cuBLAS's
+    7.7-8.0 (in two kernels), and the wide qkv_proj and gate_up_proj 7-15% faster than cuBLAS
     (`benchmarks/kernels/bench_skinny_gemm.py`). Only in graphs: launching a Triton kernel from
     Python costs about twice the host time of a cuBLAS call, and eager steps of a few rows are
     bound by host time, while a graph pays the launch once, at capture."""
