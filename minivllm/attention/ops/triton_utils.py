@@ -70,7 +70,7 @@ def use_pdl(device: torch.device) -> bool:
     running; it must call `tl.extra.cuda.gdc_wait()` before it touches anything the predecessor
     writes or reads, and may do independent work (load its weights) before that. A kernel calls
     `gdc_launch_dependents()` to let the next one start early. CUDA graphs record the early
-    start, so replays keep it. vLLM and FlashInfer enable it the same way on Hopper.
+    start, so replays keep it. FlashInfer (`enable_pdl`) and TensorRT-LLM use it the same way.
 
     Off under the CPU interpreter and on older GPUs; MINIVLLM_NO_PDL=1 turns it off (A/B
     measurements, debugging)."""
