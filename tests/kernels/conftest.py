@@ -101,6 +101,30 @@ def randn(generator: torch.Generator) -> Callable[..., torch.Tensor]:
 
 
 @pytest.fixture
+def graph_replays() -> Callable[[Callable[[], torch.Tensor], int], list[torch.Tensor]]:
+    """`graph_replays(fn, n)`: capture `fn()` in a CUDA graph as `CUDAGraphRunner.capture` does
+    (within `fused_kernels()`, after a warm-up call that compiles), replay the graph n times
+    and return a copy of fn's output after each replay."""
+    # Imported here: the kernel modules must not load before TRITON_INTERPRET is set (above).
+    from minivllm.model_executor.layers.compile import fused_kernels
+
+    def replay(fn: Callable[[], torch.Tensor], n: int) -> list[torch.Tensor]:
+        graph = torch.cuda.CUDAGraph()
+        with fused_kernels():
+            fn()
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graph):
+                out = fn()
+        results = []
+        for _ in range(n):
+            graph.replay()
+            results.append(out.clone())
+        return results
+
+    return replay
+
+
+@pytest.fixture
 def make_paged_kv(generator: torch.Generator) -> Callable[..., PagedKV]:
     """`make_paged_kv(context_lens, num_kv_heads, head_dim, block_size, dtype)`."""
 

@@ -19,7 +19,6 @@ import torch
 
 from minivllm.attention.ops import triton_utils
 from minivllm.model_executor.layers.activation import silu_and_mul
-from minivllm.model_executor.layers.compile import fused_kernels
 from minivllm.model_executor.layers.triton_rms_norm import rms_norm
 from minivllm.model_executor.layers.triton_skinny_gemm import linear
 
@@ -47,13 +46,10 @@ def mlp_chain(x: torch.Tensor, weights: list[tuple[torch.Tensor, ...]]) -> torch
     return hidden + residual
 
 
-def test_pdl_chain_in_graph_matches_serial_launch(pdl_switch: Callable[[bool], None]) -> None:
+def test_pdl_chain_in_graph_matches_serial_launch(
+        pdl_switch: Callable[[bool], None], randn: Callable[..., torch.Tensor],
+        graph_replays: Callable[..., list[torch.Tensor]]) -> None:
     bf16 = torch.bfloat16
-    generator = torch.Generator().manual_seed(0)
-
-    def randn(*shape: int, dtype: torch.dtype) -> torch.Tensor:
-        return torch.randn(shape, generator=generator).to(dtype).cuda()
-
     weights = [(1 + 0.1 * randn(HIDDEN, dtype=bf16),
                 randn(2 * INTERMEDIATE, HIDDEN, dtype=bf16) / HIDDEN**0.5,
                 randn(HIDDEN, INTERMEDIATE, dtype=bf16) / INTERMEDIATE**0.5)
@@ -61,18 +57,8 @@ def test_pdl_chain_in_graph_matches_serial_launch(pdl_switch: Callable[[bool], N
     x = randn(1, HIDDEN, dtype=bf16)
 
     def replays(pdl: bool) -> list[torch.Tensor]:
-        pdl_switch(pdl)
-        graph = torch.cuda.CUDAGraph()
-        with fused_kernels():  # `linear` runs the skinny kernel, as in decode graphs
-            mlp_chain(x, weights)
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph):
-                out = mlp_chain(x, weights)
-        results = []
-        for _ in range(20):
-            graph.replay()
-            results.append(out.clone())
-        return results
+        pdl_switch(pdl)  # in the graph (fused_kernels) `linear` runs the skinny kernel
+        return graph_replays(lambda: mlp_chain(x, weights), 20)
 
     assert triton_utils.use_pdl(x.device) == (torch.cuda.get_device_capability()[0] >= 9)
     serial = replays(pdl=False)

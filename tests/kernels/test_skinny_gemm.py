@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minivllm.model_executor.layers.compile import fused_kernels
 from minivllm.model_executor.layers.triton_skinny_gemm import (
     MAX_ROWS,
     _counters,
@@ -86,7 +85,8 @@ def test_slices_must_be_whole_tiles(randn: Callable[..., torch.Tensor]) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("rows", [1, 7, MAX_ROWS])
-def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor]) -> None:
+def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor],
+                                    graph_replays: Callable[..., list[torch.Tensor]]) -> None:
     """Qwen3-0.6B's o_proj inside a CUDA graph, as decode steps run it: within
     `fused_kernels()` `linear` takes the split-K kernel, and 50 replays give the same bits. On
     a GPU the programs of a tile really race for the counter (the interpreter runs them one at
@@ -94,16 +94,7 @@ def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor
     x = randn(rows, 2048, dtype=torch.bfloat16)
     weight = randn(1024, 2048, dtype=torch.bfloat16) / 2048**0.5
     expected = F.linear(x.double(), weight.double())
-    graph = torch.cuda.CUDAGraph()
-    with fused_kernels():  # as CUDAGraphRunner.capture: a warm-up (compiles), then the capture
-        linear(x, weight)
-        torch.cuda.synchronize()
-        with torch.cuda.graph(graph):
-            y = linear(x, weight)
-    results = []
-    for _ in range(50):
-        graph.replay()
-        results.append(y.clone())
+    results = graph_replays(lambda: linear(x, weight), 50)
     torch.testing.assert_close(results[0].double(), expected, **TOLERANCES[torch.bfloat16])
     assert all(torch.equal(r, results[0]) for r in results)
     assert torch.equal(results[0], skinny_gemm(x, weight))  # what `linear` ran in the graph
