@@ -1,12 +1,14 @@
 """Decode-sized matmuls: the split-K Triton kernel against cuBLAS and the copy roofline.
 
-For Qwen3-0.6B's four projections at 1 to 16 rows (the kernel's limit), time `F.linear`
-(cuBLAS) and `skinny_gemm` as a decode step runs them: inside a CUDA graph (where the kernel
-is launched with PDL on Hopper, so each call's weight load overlaps the previous call), each
-call on its own copy of the weight, with enough copies to overflow the L2 cache (and
-`do_bench` flushing it between replays), so every call streams its weight from memory. Report
-microseconds per call, the weight's bytes over that time, the fraction of the measured copy
-bandwidth, and which of the two `linear()` runs for the shape in a decode graph.
+For Qwen3-0.6B's four projections at 1 to 64 rows (the kernel's limit), and gate_up_proj with
+the activation (`skinny_gemm(..., silu_and_mul=True)` against cuBLAS followed by the compiled
+`silu_and_mul`), time `F.linear` (cuBLAS) and `skinny_gemm` as a decode step runs them:
+inside a CUDA graph (where the kernel is launched with PDL on Hopper, so each call's weight
+load overlaps the previous call), each call on its own copy of the weight, with enough copies
+to overflow the L2 cache (and `do_bench` flushing it between replays), so every call streams
+its weight from memory. Report microseconds per call, the weight's bytes over that time, the
+fraction of the measured copy bandwidth, and which of the two `linear()` runs for the shape
+in a decode graph.
 
     python -m benchmarks.kernels.bench_skinny_gemm           # GPU
     python -m benchmarks.kernels.bench_skinny_gemm --smoke   # CPU interpreter, tiny shapes (CI)
@@ -31,11 +33,13 @@ from benchmarks.common import (
     write_result,
 )
 
-# (output columns N, input columns K) of Qwen3-0.6B's projections.
-SHAPES = {"qkv_proj": (4096, 1024), "o_proj": (1024, 2048), "gate_up_proj": (6144, 1024),
-          "down_proj": (1024, 3072)}
-ROWS = [1, 4, 16]
-SMOKE = {"shapes": {"narrow": (64, 512), "wide": (256, 256)}, "rows": [1, 4]}
+# (rows of W, input columns K, with silu_and_mul) of Qwen3-0.6B's projections.
+SHAPES = {"qkv_proj": (4096, 1024, False), "o_proj": (1024, 2048, False),
+          "gate_up_proj": (6144, 1024, False), "gate_up_proj+silu_and_mul": (6144, 1024, True),
+          "down_proj": (1024, 3072, False)}
+ROWS = [1, 4, 16, 32, 64]
+SMOKE = {"shapes": {"narrow": (64, 512, False), "wide": (256, 256, False),
+                    "gated": (128, 256, True)}, "rows": [1, 4]}
 
 
 def us_per_call(calls: list[Callable[[], object]]) -> float:
@@ -49,10 +53,11 @@ def us_per_call(calls: list[Callable[[], object]]) -> float:
     return ms * 1e3 / len(calls)
 
 
-def bench_shape(name: str, n: int, k: int, rows: int, dtype: torch.dtype, device: str,
-                bandwidth_gbs: float) -> dict:
+def bench_shape(name: str, n: int, k: int, silu: bool, rows: int, dtype: torch.dtype,
+                device: str, bandwidth_gbs: float) -> dict:
     # Imported here: TRITON_INTERPRET must be set (main) before the kernel is defined.
     from minivllm.attention.ops.triton_utils import get_num_sms
+    from minivllm.model_executor.layers.activation import silu_and_mul
     from minivllm.model_executor.layers.compile import fused_kernels
     from minivllm.model_executor.layers.triton_skinny_gemm import (
         choose_tiling,
@@ -65,14 +70,20 @@ def bench_shape(name: str, n: int, k: int, rows: int, dtype: torch.dtype, device
     copies = max(2, math.ceil(3 * l2_bytes / weight_bytes))
     weights = [torch.randn(n, k, device=device).div_(k**0.5).to(dtype) for _ in range(copies)]
     x = torch.randn(rows, k, device=device).to(dtype)
-    cublas_us = us_per_call([lambda w=w: F.linear(x, w) for w in weights])
-    skinny_us = us_per_call([lambda w=w: skinny_gemm(x, w) for w in weights])
-    with fused_kernels():  # as in graph capture: what `linear` runs in a decode step
+
+    def activation(y: torch.Tensor) -> torch.Tensor:
+        return silu_and_mul(y) if silu else y
+
+    with fused_kernels():  # as in graph capture: the compiled activation, and what `linear` runs
+        cublas_us = us_per_call([lambda w=w: activation(F.linear(x, w)) for w in weights])
+        skinny_us = us_per_call([lambda w=w: skinny_gemm(x, w, silu_and_mul=silu)
+                                 for w in weights])
         picks_skinny = runs_skinny(x, weights[0])
-    err = (skinny_gemm(x, weights[0]).double() - F.linear(x.double(), weights[0].double()))
+    err = (skinny_gemm(x, weights[0], silu_and_mul=silu).double()
+           - activation(F.linear(x.double(), weights[0].double())))
     return {
         "proj": name, "rows": rows, "n": n, "k": k,
-        "split_k": choose_tiling(n, k, get_num_sms(x.device))[0],
+        "split_k": choose_tiling(n // (2 if silu else 1), k, rows, get_num_sms(x.device))[0],
         "cublas_us": cublas_us, "skinny_us": skinny_us,
         "cublas_GBs": weight_bytes / cublas_us / 1e3, "skinny_GBs": weight_bytes / skinny_us / 1e3,
         "skinny_vs_cublas": cublas_us / skinny_us,
@@ -93,8 +104,8 @@ def main() -> None:
     shapes, rows_list = (SMOKE["shapes"], SMOKE["rows"]) if args.smoke else (SHAPES, ROWS)
     dtype = torch.bfloat16 if cuda else torch.float32
     bandwidth = copy_bandwidth_gbs(2**30 if cuda else 2**24)
-    rows = [bench_shape(name, n, k, r, dtype, device, bandwidth)
-            for name, (n, k) in shapes.items() for r in rows_list]
+    rows = [bench_shape(name, n, k, silu, r, dtype, device, bandwidth)
+            for name, (n, k, silu) in shapes.items() for r in rows_list]
     record = {"benchmark": "skinny_gemm",
               "config": {"shapes": shapes, "rows": rows_list, "dtype": str(dtype),
                          "smoke": args.smoke,

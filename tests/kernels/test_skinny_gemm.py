@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minivllm.model_executor.layers.activation import silu_and_mul
 from minivllm.model_executor.layers.triton_skinny_gemm import (
     MAX_ROWS,
     _counters,
@@ -29,6 +30,7 @@ TOLERANCES = {torch.float32: {"atol": 1e-4, "rtol": 1e-4},
         (5, 64, 256, 2, torch.float32, True),  # the bias is added once, after the reduction
         (16, 40, 256, 1, torch.bfloat16, True),  # no split: the program writes y directly
         (MAX_ROWS, 32, 1024, 8, torch.float32, False),
+        (17, 64, 512, 2, torch.bfloat16, True),  # rows padded to 32; slices of 256 in 2 tiles
         (2, 48, 768, 3, torch.float32, False),  # a split count that is not a power of two
         (2, 48, 768, 2, torch.float32, True),  # slices of 384: a loop over three tiles
         (3, 1000, 256, 2, torch.bfloat16, False),  # several column tiles, the last one masked
@@ -49,6 +51,31 @@ def test_matches_linear(rows: int, n: int, k: int, split_k: int, dtype: torch.dt
     assert torch.equal(skinny_gemm(x, weight, bias, split_k=split_k), y)
 
 
+@pytest.mark.parametrize(
+    ("rows", "n", "k", "split_k", "dtype", "with_bias"),
+    [
+        (1, 96, 512, 4, torch.bfloat16, False),  # both halves' partial sums handed over
+        (5, 40, 256, 1, torch.float32, True),  # the biases of gate and up, before the SiLU
+        (16, 64, 768, 2, torch.bfloat16, True),  # slices of 384: a loop over three tiles
+        (MAX_ROWS, 32, 512, 1, torch.float32, False),
+    ],
+)
+def test_silu_and_mul_matches_activation(rows: int, n: int, k: int, split_k: int,
+                                         dtype: torch.dtype, with_bias: bool,
+                                         randn: Callable[..., torch.Tensor]) -> None:
+    """gate_up_proj with the activation in its output: W [2n, K] is [gate | up], y has n
+    columns, silu(x gate^T) * (x up^T), as `silu_and_mul` computes from the two halves."""
+    x = randn(rows, k, dtype=dtype)
+    weight = randn(2 * n, k, dtype=dtype) / k**0.5
+    bias = randn(2 * n, dtype=dtype) if with_bias else None
+    gate_up = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    y = skinny_gemm(x, weight, bias, split_k=split_k, silu_and_mul=True)
+    assert y.shape == (rows, n) and y.dtype == dtype
+    torch.testing.assert_close(y.double(), silu_and_mul(gate_up), **TOLERANCES[dtype])
+    assert not _counters(x.device).any()
+    assert torch.equal(skinny_gemm(x, weight, bias, split_k=split_k, silu_and_mul=True), y)
+
+
 def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:
     wide = randn(3, 256 + 64)
     x = wide[:, :256]  # rows of a wider tensor, as a slice of a fused projection
@@ -67,14 +94,15 @@ def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:
 
 def test_choose_tiling() -> None:
     # (SPLIT_K, BLOCK_K) on 132 SMs. Qwen3-0.6B: o_proj splits K in 4 slices of 512, each
-    # loaded whole; down_proj in 4 of 768, a loop over tiles of 128; qkv_proj and gate_up_proj
-    # have enough column tiles unsplit, and loop over K = 1024.
-    assert choose_tiling(1024, 2048, 132) == (4, 512)
-    assert choose_tiling(1024, 3072, 132) == (4, 128)
-    assert choose_tiling(4096, 1024, 132) == (1, 128)
-    assert choose_tiling(6144, 1024, 132) == (1, 128)
-    assert choose_tiling(1024, 256, 132) == (1, 256)  # too short a K to split: one tile
-    assert choose_tiling(512, 4096, 132) == (4, 128)  # at most 4 splits
+    # loaded whole up to 16 rows and a loop over tiles of 128 beyond; down_proj in 4 of 768, a
+    # loop; qkv_proj and gate_up_proj have enough column tiles unsplit, and loop over K = 1024.
+    assert choose_tiling(1024, 2048, 16, 132) == (4, 512)
+    assert choose_tiling(1024, 2048, 17, 132) == (4, 128)
+    assert choose_tiling(1024, 3072, 1, 132) == (4, 128)
+    assert choose_tiling(4096, 1024, 1, 132) == (1, 128)
+    assert choose_tiling(3072, 1024, 64, 132) == (1, 128)  # gate_up with silu_and_mul
+    assert choose_tiling(1024, 256, 1, 132) == (1, 256)  # too short a K to split: one tile
+    assert choose_tiling(512, 4096, 1, 132) == (4, 128)  # at most 4 splits
 
 
 def test_slices_must_be_whole_tiles(randn: Callable[..., torch.Tensor]) -> None:
@@ -84,7 +112,7 @@ def test_slices_must_be_whole_tiles(randn: Callable[..., torch.Tensor]) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("rows", [1, 7, MAX_ROWS])
+@pytest.mark.parametrize("rows", [1, 7, 16, 40, MAX_ROWS])
 def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor],
                                     graph_replays: Callable[..., list[torch.Tensor]]) -> None:
     """Qwen3-0.6B's o_proj inside a CUDA graph, as decode steps run it: within
@@ -98,4 +126,20 @@ def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor
     torch.testing.assert_close(results[0].double(), expected, **TOLERANCES[torch.bfloat16])
     assert all(torch.equal(r, results[0]) for r in results)
     assert torch.equal(results[0], skinny_gemm(x, weight))  # what `linear` ran in the graph
+    assert not _counters(x.device).any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("split_k", [1, 2])
+def test_silu_and_mul_in_cuda_graph(split_k: int, randn: Callable[..., torch.Tensor],
+                                    graph_replays: Callable[..., list[torch.Tensor]]) -> None:
+    """Qwen3-0.6B's gate_up_proj with the activation, in a graph, replayed: the same bits
+    every time, with and without the handover of both halves' partial sums."""
+    x = randn(MAX_ROWS, 1024, dtype=torch.bfloat16)
+    weight = randn(2 * 3072, 1024, dtype=torch.bfloat16) / 1024**0.5
+    expected = silu_and_mul(F.linear(x.double(), weight.double()))
+    results = graph_replays(
+        lambda: skinny_gemm(x, weight, split_k=split_k, silu_and_mul=True), 50)
+    torch.testing.assert_close(results[0].double(), expected, **TOLERANCES[torch.bfloat16])
+    assert all(torch.equal(r, results[0]) for r in results)
     assert not _counters(x.device).any()

@@ -13,20 +13,26 @@ down_proj it launched a second kernel just to add up its split-K partial sums.
 Here the weight W [N, K] is cut into BLOCK_N output columns times SPLIT_K slices of K, one
 program each, enough programs to cover the SMs even when N is small. Program (n, s):
 
-1. loads its [BLOCK_N, K / SPLIT_K] piece of W. A piece of up to MAX_BLOCK_K columns (a power
-   of two) is one load, and the weight is no earlier kernel's output, so with programmatic
-   dependent launch (`triton_utils.use_pdl`) it is issued while the previous kernel is still
-   running; only then does the program wait for that kernel (`gdc_wait`) and load its slice
-   of the input rows x. Longer pieces are a loop over tiles of MIN_BLOCK_K, the next tiles'
-   loads in flight during the math (software pipelining, `num_stages`);
-2. multiplies (tensor-core `tl.dot`, the rows padded to 16, the smallest M it takes; padding
-   costs no memory traffic);
+1. loads its [BLOCK_N, K / SPLIT_K] piece of W, in one tile (a piece of up to MAX_BLOCK_K
+   columns, a power of two, at up to 16 rows) or in tiles of MIN_BLOCK_K. The weight is no
+   earlier kernel's output, so with programmatic dependent launch (`triton_utils.use_pdl`)
+   the first tile's load is issued while the previous kernel is still running; only then
+   does the program wait for that kernel (`gdc_wait`) and load the input rows x. Later tiles
+   are a loop, their loads in flight during the math (software pipelining, `num_stages`);
+2. multiplies (tensor-core `tl.dot`, the rows padded to a power of two from 16, the smallest M
+   it takes; padding costs no memory traffic);
 3. with SPLIT_K > 1, writes its fp32 partial sums to a workspace and adds one to the column
    tile's counter, an atomic with release/acquire order: the program that finds SPLIT_K - 1
    there is the last one, and all the others' partial sums are visible to it;
 4. the last program adds the SPLIT_K partial sums in split order (so the result never depends
    on which program came last), adds the bias, writes y in the model dtype and sets the
    counter back to 0 for the next call.
+
+gate_up_proj can also apply the MLP's activation as it writes y (SILU_AND_MUL): program n
+multiplies x by columns n of both the gate and the up half of W and writes silu(gate) * up,
+so the activation kernel that would run between gate_up_proj and down_proj disappears. On an
+H200 that kernel, launched without PDL, cost ~2.5 us per layer (62 us of a 1.14 ms step at
+batch 1).
 
 One kernel per matmul, deterministic. The counters are shared by every call on a device, which
 is safe because the engine runs its kernels on one stream, one after the other.
@@ -44,13 +50,13 @@ import triton.language as tl
 from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms, use_pdl
 from minivllm.model_executor.layers.compile import fused_kernels_enabled
 
-MAX_ROWS = 16
-"""The most rows the kernel takes (padded to 16, one tensor-core tile): decode steps of up to 16
-sequences. From 32 rows on, an earlier version of this kernel was no faster than cuBLAS on an
-H200, and a whole [16, 512] input slice in registers leaves no room for more rows."""
+MAX_ROWS = 64
+"""The most rows the kernel takes, padded to a power of two from 16 (the smallest tile tensor
+cores take): decode steps of up to 64 sequences. On an H200 it beat cuBLAS by 7-25% at 32 and 64
+rows, but at 128 it was slower on three of the four projections."""
 MAX_BLOCK_K = 512
-"""The longest K slice loaded in one piece: [32, 512] of bf16 weights (32 KB) and [16, 512] of
-inputs fit in the registers of four warps."""
+"""The longest K slice loaded in one piece, at up to 16 rows: [32, 512] of bf16 weights (32 KB)
+and [16, 512] of inputs fit in the registers of four warps. More rows loop over tiles."""
 MIN_BLOCK_K = 128
 """The tile of the loop over longer slices, and what K must be a multiple of."""
 BLOCK_N = 32
@@ -61,7 +67,7 @@ MAX_COLUMN_TILES = 1 << 16
 @triton.jit
 def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_ptr,
                         M, N, stride_y, stride_x, stride_w,
-                        HAS_BIAS: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, SILU_AND_MUL: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         NUM_TILES: tl.constexpr, SPLIT_K: tl.constexpr,
                         DOT_DTYPE: tl.constexpr, USE_PDL: tl.constexpr):
@@ -75,50 +81,68 @@ def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_p
     w_ptrs = w_ptr + cols[:, None].to(tl.int64) * stride_w + ks[None, :]
     x_ptrs = x_ptr + rows[:, None] * stride_x + ks[None, :]
 
-    if NUM_TILES == 1:  # the whole slice in one load, issued before waiting
+    # The first tile of W is no earlier kernel's output: load it before waiting for that one.
+    w = tl.load(w_ptrs, mask=col_mask[:, None], other=0.0)
+    up_offset = N * stride_w  # with SILU_AND_MUL, W is [gate | up]: the up rows are N further
+    w_up = tl.load(w_ptrs + up_offset, mask=col_mask[:, None], other=0.0) if SILU_AND_MUL else w
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()  # the previous kernel is done: x written, y free to write
+        tl.extra.cuda.gdc_launch_dependents()  # the next kernel may load its weights
+    x = tl.load(x_ptrs, mask=row_mask[:, None], other=0.0).to(DOT_DTYPE)
+    acc = tl.dot(x, tl.trans(w.to(DOT_DTYPE)), input_precision="ieee")
+    acc_up = acc  # the up half's sum with SILU_AND_MUL, unused otherwise
+    if SILU_AND_MUL:
+        acc_up = tl.dot(x, tl.trans(w_up.to(DOT_DTYPE)), input_precision="ieee")
+    # The other tiles: the loads of later ones are in flight during the math (num_stages).
+    for _ in range(1, NUM_TILES):
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+        x = tl.load(x_ptrs, mask=row_mask[:, None], other=0.0).to(DOT_DTYPE)
         w = tl.load(w_ptrs, mask=col_mask[:, None], other=0.0)
-        if USE_PDL:
-            tl.extra.cuda.gdc_wait()  # the previous kernel is done: x written, y free to write
-            tl.extra.cuda.gdc_launch_dependents()  # the next kernel may load its weights
-        x = tl.load(x_ptrs, mask=row_mask[:, None], other=0.0)
-        acc = tl.dot(x.to(DOT_DTYPE), tl.trans(w.to(DOT_DTYPE)), input_precision="ieee")
-    else:  # tile by tile, the loads of later tiles in flight during the math (num_stages)
-        if USE_PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for _ in range(NUM_TILES):
-            x = tl.load(x_ptrs, mask=row_mask[:, None], other=0.0)
-            w = tl.load(w_ptrs, mask=col_mask[:, None], other=0.0)
-            acc += tl.dot(x.to(DOT_DTYPE), tl.trans(w.to(DOT_DTYPE)), input_precision="ieee")
-            x_ptrs += BLOCK_K
-            w_ptrs += BLOCK_K
+        acc += tl.dot(x, tl.trans(w.to(DOT_DTYPE)), input_precision="ieee")
+        if SILU_AND_MUL:
+            w_up = tl.load(w_ptrs + up_offset, mask=col_mask[:, None], other=0.0)
+            acc_up += tl.dot(x, tl.trans(w_up.to(DOT_DTYPE)), input_precision="ieee")
 
     out_mask = row_mask[:, None] & col_mask[None, :]
     if SPLIT_K > 1:
-        # Workspace [SPLIT_K, M, N] fp32: this program's partial sums, then the handover.
+        # Workspace [SPLIT_K, 1 or 2, M, N] fp32: this program's partial sums, then the handover.
         offsets = rows[:, None] * N + cols[None, :]
-        tl.store(workspace_ptr + split * M * N + offsets, acc, mask=out_mask)
+        halves: tl.constexpr = 2 if SILU_AND_MUL else 1
+        part = workspace_ptr + split * halves * M * N + offsets
+        tl.store(part, acc, mask=out_mask)
+        if SILU_AND_MUL:
+            tl.store(part + M * N, acc_up, mask=out_mask)
         tl.debug_barrier()  # every thread's stores are issued before the release below
         arrived = tl.atomic_add(counters_ptr + tile_n, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for s in tl.static_range(SPLIT_K):  # in split order: deterministic
                 # .cg reads from L2, where the other programs' stores landed (L1 is per SM)
-                acc += tl.load(workspace_ptr + s * M * N + offsets, mask=out_mask,
-                               cache_modifier=".cg")
+                part = workspace_ptr + s * halves * M * N + offsets
+                acc += tl.load(part, mask=out_mask, cache_modifier=".cg")
+                if SILU_AND_MUL:
+                    acc_up += tl.load(part + M * N, mask=out_mask, cache_modifier=".cg")
             tl.atomic_xchg(counters_ptr + tile_n, 0, sem="relaxed", scope="gpu")
-            _store_output(y_ptr, bias_ptr, acc, rows, cols, stride_y, out_mask, col_mask,
-                          HAS_BIAS)
+            _write_output(y_ptr, bias_ptr, acc, acc_up, rows, cols, N, stride_y, out_mask,
+                          col_mask, HAS_BIAS, SILU_AND_MUL)
     else:
-        _store_output(y_ptr, bias_ptr, acc, rows, cols, stride_y, out_mask, col_mask, HAS_BIAS)
+        _write_output(y_ptr, bias_ptr, acc, acc_up, rows, cols, N, stride_y, out_mask,
+                      col_mask, HAS_BIAS, SILU_AND_MUL)
 
 
 @triton.jit
-def _store_output(y_ptr, bias_ptr, acc, rows, cols, stride_y, out_mask, col_mask,
-                  HAS_BIAS: tl.constexpr):
+def _write_output(y_ptr, bias_ptr, acc, acc_up, rows, cols, N, stride_y, out_mask, col_mask,
+                  HAS_BIAS: tl.constexpr, SILU_AND_MUL: tl.constexpr):
+    """y = acc + bias, or with SILU_AND_MUL y = silu(acc + gate bias) * (acc_up + up bias) in
+    fp32 (`activation.silu_and_mul`), rounded once to y's dtype."""
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        if SILU_AND_MUL:
+            acc_up += tl.load(bias_ptr + N + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    if SILU_AND_MUL:
+        acc = acc * tl.sigmoid(acc) * acc_up
     tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :],
              acc.to(y_ptr.dtype.element_ty), mask=out_mask)
 
@@ -129,26 +153,28 @@ def _counters(device: torch.device) -> torch.Tensor:
     return torch.zeros(MAX_COLUMN_TILES, dtype=torch.int32, device=device)
 
 
-def choose_tiling(n: int, k: int, num_sms: int) -> tuple[int, int]:
-    """(SPLIT_K, BLOCK_K) for W [n, k].
+def choose_tiling(n: int, k: int, rows: int, num_sms: int) -> tuple[int, int]:
+    """(SPLIT_K, BLOCK_K) for W [n, k] and x of `rows` rows.
 
     Split K in 2 or 4 while there are fewer programs (n / BLOCK_N column tiles times the
-    splits) than half the SMs, each split keeping at least two tiles of MIN_BLOCK_K. A slice
-    that is a power of two up to MAX_BLOCK_K is one tile, loaded whole before the wait;
-    otherwise the program loops over tiles of MIN_BLOCK_K. On 132 SMs, Qwen3-0.6B's o_proj
-    (1024 x 2048) runs 32 column tiles x 4 slices of 512, one tile each; down_proj (1024 x
-    3072) 32 x 4 slices of 768, six tiles each; qkv_proj and gate_up_proj (128 and 192 column
-    tiles, K = 1024) are not split and loop over 8 tiles."""
+    splits) than half the SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to 16
+    rows, a slice that is a power of two up to MAX_BLOCK_K is one tile, loaded whole before the
+    wait; otherwise the program loops over tiles of MIN_BLOCK_K. On 132 SMs, Qwen3-0.6B's
+    o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512 (one tile each up to 16 rows);
+    down_proj (1024 x 3072) 32 x 4 slices of 768, six tiles each; qkv_proj and gate_up_proj
+    (128 and 96 column tiles of both halves with silu_and_mul, K = 1024) are not split and
+    loop over 8 tiles. An H200 sweep of BLOCK_N, SPLIT_K, warps and stages found nothing more
+    than 3% faster for these shapes at 1 to 64 rows."""
     tiles = triton.cdiv(n, BLOCK_N)
     split_k = 1
     while (2 * tiles * split_k < num_sms and split_k < 4
            and k % (2 * split_k * MIN_BLOCK_K) == 0 and k // (2 * split_k) >= 2 * MIN_BLOCK_K):
         split_k *= 2
-    return split_k, _block_k(k // split_k)
+    return split_k, _block_k(k // split_k, rows)
 
 
-def _block_k(k_slice: int) -> int:
-    one_tile = k_slice & (k_slice - 1) == 0 and k_slice <= MAX_BLOCK_K
+def _block_k(k_slice: int, rows: int) -> int:
+    one_tile = k_slice & (k_slice - 1) == 0 and k_slice <= MAX_BLOCK_K and rows <= 16
     return k_slice if one_tile else MIN_BLOCK_K
 
 
@@ -161,30 +187,42 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-                split_k: int | None = None) -> torch.Tensor:
+                split_k: int | None = None, silu_and_mul: bool = False) -> torch.Tensor:
     """y = x W^T (+ bias) for x [M, K] with M <= MAX_ROWS, W [N, K]: `F.linear`'s contract.
-    `split_k` forces the number of K slices (each a multiple of MIN_BLOCK_K); by default
-    `choose_tiling` picks it."""
+    With `silu_and_mul`, W is [gate | up] (gate_up_proj) and y = silu(x gate^T) * (x up^T), of
+    N / 2 columns: `activation.silu_and_mul` applied as the kernel writes y, so a decode step
+    runs one kernel fewer per layer. `split_k` forces the number of K slices (each a multiple of
+    MIN_BLOCK_K); by default `choose_tiling` picks it."""
     if not supports(x, weight):
         raise ValueError(f"skinny_gemm takes 1 to {MAX_ROWS} rows with K a multiple of "
                          f"{MIN_BLOCK_K}, got x {tuple(x.shape)}")
-    m, n, k = x.shape[0], weight.shape[0], weight.shape[1]
+    n, k = weight.shape[0] // (2 if silu_and_mul else 1), weight.shape[1]
     if split_k is None:
-        split_k, block_k = choose_tiling(n, k, get_num_sms(x.device))
+        split_k, block_k = choose_tiling(n, k, x.shape[0], get_num_sms(x.device))
     elif k % (split_k * MIN_BLOCK_K):
         raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of {MIN_BLOCK_K}")
     else:
-        block_k = _block_k(k // split_k)
+        block_k = _block_k(k // split_k, x.shape[0])
+    return launch(x, weight, bias, n, split_k, block_k, silu_and_mul)
+
+
+def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: int,
+           split_k: int, block_k: int, silu_and_mul: bool, block_n: int = BLOCK_N,
+           num_warps: int = 4, num_stages: int = 4) -> torch.Tensor:
+    """Run the kernel on n output columns with the given tiling (also what the benchmarks
+    sweep)."""
+    m, k = x.shape
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    workspace = (torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
-                 if split_k > 1 else y)
+    workspace = (torch.empty(split_k, 1 + silu_and_mul, m, n, dtype=torch.float32,
+                             device=x.device) if split_k > 1 else y)
     pdl = use_pdl(x.device)
-    _skinny_gemm_kernel[(triton.cdiv(n, BLOCK_N), split_k)](
+    _skinny_gemm_kernel[(triton.cdiv(n, block_n), split_k)](
         y, x, weight, bias if bias is not None else y, workspace, _counters(x.device),
         m, n, y.stride(0), x.stride(0), weight.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=16, BLOCK_N=BLOCK_N, BLOCK_K=block_k,
+        HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul,
+        BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
         NUM_TILES=k // split_k // block_k, SPLIT_K=split_k, DOT_DTYPE=dot_dtype(x.dtype),
-        USE_PDL=pdl, num_warps=4, num_stages=4, launch_pdl=pdl)
+        USE_PDL=pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl)
     return y
 
 
@@ -199,11 +237,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
     `fused_kernels()` (graph capture and its warm-up): there `skinny_gemm` runs instead.
 
     On an H200, in CUDA graphs with PDL, it ran Qwen3-0.6B's o_proj in 3.6 us at 1 to 16 rows
-    where cuBLAS took 12.8 us at one row and 6.0 at 16, down_proj in 5.4 us against cuBLAS's
-    7.7-8.0 (in two kernels), and the wide qkv_proj and gate_up_proj 7-15% faster than cuBLAS
-    (`benchmarks/kernels/bench_skinny_gemm.py`). Only in graphs: launching a Triton kernel from
-    Python costs about twice the host time of a cuBLAS call, and eager steps of a few rows are
-    bound by host time, while a graph pays the launch once, at capture."""
+    where cuBLAS took 12.8 us at one row and 6.0 at 16, down_proj in 5.3 us against cuBLAS's
+    7.6-7.9 (in two kernels), and the wide qkv_proj and gate_up_proj 7-15% faster than cuBLAS;
+    at 64 rows 7-25% faster (`benchmarks/kernels/bench_skinny_gemm.py`). Only in graphs:
+    launching a Triton kernel from Python costs about twice the host time of a cuBLAS call, and
+    eager steps of a few rows are bound by host time, while a graph pays the launch once, at
+    capture."""
     if runs_skinny(x, weight):
         return skinny_gemm(x, weight, bias)
     return F.linear(x, weight, bias)

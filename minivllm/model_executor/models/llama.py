@@ -47,6 +47,7 @@ from minivllm.model_executor.layers.linear import (
     default_weight_loader,
 )
 from minivllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+from minivllm.model_executor.layers.triton_skinny_gemm import runs_skinny, skinny_gemm
 from minivllm.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
@@ -72,7 +73,13 @@ class LlamaMLP(nn.Module):
         self.act_fn = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        gate_up = self.gate_up_proj
+        if runs_skinny(x, gate_up.weight):
+            # Decode graphs of a few rows: the matmul kernel applies SiLU-and-mul as it writes
+            # its output, one kernel fewer per layer (triton_skinny_gemm.py).
+            return self.down_proj(skinny_gemm(x, gate_up.weight, gate_up.bias,
+                                              silu_and_mul=True))
+        return self.down_proj(self.act_fn(gate_up(x)))
 
 
 class LlamaAttention(nn.Module):
