@@ -83,7 +83,7 @@ def bench_shape(name: str, n: int, k: int, silu: bool, rows: int, dtype: torch.d
            - activation(F.linear(x.double(), weights[0].double())))
     return {
         "proj": name, "rows": rows, "n": n, "k": k,
-        "split_k": choose_tiling(n // (2 if silu else 1), k, rows, get_num_sms(x.device))[0],
+        **choose_tiling(n // (2 if silu else 1), k, rows, get_num_sms(x.device))._asdict(),
         "cublas_us": cublas_us, "skinny_us": skinny_us,
         "cublas_GBs": weight_bytes / cublas_us / 1e3, "skinny_GBs": weight_bytes / skinny_us / 1e3,
         "skinny_vs_cublas": cublas_us / skinny_us,
@@ -115,7 +115,7 @@ def main() -> None:
     path = write_result(f"skinny_gemm_{device_slug()}" + ("_smoke" if args.smoke else ""),
                         record)
     print(f"copy bandwidth {bandwidth:.0f} GB/s")
-    print_table(rows, ["proj", "rows", "split_k", "cublas_us", "skinny_us", "cublas_GBs",
+    print_table(rows, ["proj", "rows", "block_n", "split_k", "cublas_us", "skinny_us", "cublas_GBs",
                        "skinny_GBs", "skinny_vs_cublas", "skinny_vs_roofline", "linear_runs",
                        "max_abs_err"])
     print(f"wrote {path}")

@@ -34,6 +34,7 @@ TOLERANCES = {torch.float32: {"atol": 1e-4, "rtol": 1e-4},
         (2, 48, 768, 3, torch.float32, False),  # a split count that is not a power of two
         (2, 48, 768, 2, torch.float32, True),  # slices of 384: a loop over three tiles
         (3, 1000, 256, 2, torch.bfloat16, False),  # several column tiles, the last one masked
+        (2, 5000, 256, 1, torch.float32, True),  # more tiles of 32 than SMs: tiles of 64
     ],
 )
 def test_matches_linear(rows: int, n: int, k: int, split_k: int, dtype: torch.dtype,
@@ -93,16 +94,18 @@ def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:
 
 
 def test_choose_tiling() -> None:
-    # (SPLIT_K, BLOCK_K) on 132 SMs. Qwen3-0.6B: o_proj splits K in 4 slices of 512, each
-    # loaded whole up to 16 rows and a loop over tiles of 128 beyond; down_proj in 4 of 768, a
-    # loop; qkv_proj and gate_up_proj have enough column tiles unsplit, and loop over K = 1024.
-    assert choose_tiling(1024, 2048, 16, 132) == (4, 512)
-    assert choose_tiling(1024, 2048, 17, 132) == (4, 128)
-    assert choose_tiling(1024, 3072, 1, 132) == (4, 128)
-    assert choose_tiling(4096, 1024, 1, 132) == (1, 128)
-    assert choose_tiling(3072, 1024, 64, 132) == (1, 128)  # gate_up with silu_and_mul
-    assert choose_tiling(1024, 256, 1, 132) == (1, 256)  # too short a K to split: one tile
-    assert choose_tiling(512, 4096, 1, 132) == (4, 128)  # at most 4 splits
+    # (BLOCK_N, SPLIT_K, BLOCK_K) on 132 SMs. Qwen3-0.6B: o_proj splits K in 4 slices of 512,
+    # each loaded whole up to 16 rows and a loop over tiles of 128 beyond; down_proj in 4 of
+    # 768, a loop; qkv_proj and gate_up_proj have enough column tiles unsplit, and loop over
+    # K = 1024; gate_up_proj without the activation has so many columns that its tiles widen.
+    assert choose_tiling(1024, 2048, 16, 132) == (32, 4, 512)
+    assert choose_tiling(1024, 2048, 17, 132) == (32, 4, 128)
+    assert choose_tiling(1024, 3072, 1, 132) == (32, 4, 128)
+    assert choose_tiling(4096, 1024, 1, 132) == (32, 1, 128)
+    assert choose_tiling(3072, 1024, 64, 132) == (32, 1, 128)  # gate_up with silu_and_mul
+    assert choose_tiling(6144, 1024, 64, 132) == (64, 1, 128)  # 192 tiles of 32: widened
+    assert choose_tiling(1024, 256, 1, 132) == (32, 1, 256)  # too short a K to split: one tile
+    assert choose_tiling(512, 4096, 1, 132) == (32, 4, 128)  # at most 4 splits
 
 
 def test_slices_must_be_whole_tiles(randn: Callable[..., torch.Tensor]) -> None:

@@ -41,6 +41,7 @@ is safe because the engine runs its kernels on one stream, one after the other.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,7 @@ and [16, 512] of inputs fit in the registers of four warps. More rows loop over 
 MIN_BLOCK_K = 128
 """The tile of the loop over longer slices, and what K must be a multiple of."""
 BLOCK_N = 32
+"""Output columns per program (twice that for weights with many columns: `choose_tiling`)."""
 MAX_COLUMN_TILES = 1 << 16
 """Size of the counter buffer: the most column tiles one split-K matmul may have."""
 
@@ -153,24 +155,34 @@ def _counters(device: torch.device) -> torch.Tensor:
     return torch.zeros(MAX_COLUMN_TILES, dtype=torch.int32, device=device)
 
 
-def choose_tiling(n: int, k: int, rows: int, num_sms: int) -> tuple[int, int]:
-    """(SPLIT_K, BLOCK_K) for W [n, k] and x of `rows` rows.
+class Tiling(NamedTuple):
+    block_n: int
+    split_k: int
+    block_k: int
 
-    Split K in 2 or 4 while there are fewer programs (n / BLOCK_N column tiles times the
-    splits) than half the SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to 16
-    rows, a slice that is a power of two up to MAX_BLOCK_K is one tile, loaded whole before the
-    wait; otherwise the program loops over tiles of MIN_BLOCK_K. On 132 SMs, Qwen3-0.6B's
-    o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512 (one tile each up to 16 rows);
-    down_proj (1024 x 3072) 32 x 4 slices of 768, six tiles each; qkv_proj and gate_up_proj
-    (128 and 96 column tiles of both halves with silu_and_mul, K = 1024) are not split and
-    loop over 8 tiles. An H200 sweep of BLOCK_N, SPLIT_K, warps and stages found nothing more
-    than 3% faster for these shapes at 1 to 64 rows."""
-    tiles = triton.cdiv(n, BLOCK_N)
+
+def choose_tiling(n: int, k: int, rows: int, num_sms: int) -> Tiling:
+    """(BLOCK_N, SPLIT_K, BLOCK_K) for W [n, k] and x of `rows` rows.
+
+    Columns in tiles of BLOCK_N, or of twice that when there would be more tiles than SMs (a
+    second wave of programs: on an H200, gate_up_proj's 6144 columns at 64 rows took 9.4 us in
+    192 tiles of 32 and 6.4 us in 96 of 64). Split K in 2 or 4 while there are fewer programs
+    (column tiles times splits) than half the SMs, each split keeping at least two tiles of
+    MIN_BLOCK_K. Up to 16 rows, a slice that is a power of two up to MAX_BLOCK_K is one tile,
+    loaded whole before the wait; otherwise the program loops over tiles of MIN_BLOCK_K.
+
+    On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512 (one
+    tile each up to 16 rows); down_proj (1024 x 3072) 32 x 4 slices of 768, six tiles each;
+    qkv_proj (128 tiles) and gate_up_proj with silu_and_mul (96 tiles of both halves) are not
+    split and loop over K = 1024 in 8 tiles. An H200 sweep of tile widths, splits, warps and
+    stages found nothing more than 3% faster for these shapes at 1 to 64 rows."""
+    block_n = BLOCK_N if triton.cdiv(n, BLOCK_N) <= num_sms else 2 * BLOCK_N
+    tiles = triton.cdiv(n, block_n)
     split_k = 1
     while (2 * tiles * split_k < num_sms and split_k < 4
            and k % (2 * split_k * MIN_BLOCK_K) == 0 and k // (2 * split_k) >= 2 * MIN_BLOCK_K):
         split_k *= 2
-    return split_k, _block_k(k // split_k, rows)
+    return Tiling(block_n, split_k, _block_k(k // split_k, rows))
 
 
 def _block_k(k_slice: int, rows: int) -> int:
@@ -196,22 +208,23 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if not supports(x, weight):
         raise ValueError(f"skinny_gemm takes 1 to {MAX_ROWS} rows with K a multiple of "
                          f"{MIN_BLOCK_K}, got x {tuple(x.shape)}")
-    n, k = weight.shape[0] // (2 if silu_and_mul else 1), weight.shape[1]
-    if split_k is None:
-        split_k, block_k = choose_tiling(n, k, x.shape[0], get_num_sms(x.device))
-    elif k % (split_k * MIN_BLOCK_K):
-        raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of {MIN_BLOCK_K}")
-    else:
-        block_k = _block_k(k // split_k, x.shape[0])
-    return launch(x, weight, bias, n, split_k, block_k, silu_and_mul)
+    m, k = x.shape
+    n = weight.shape[0] // (2 if silu_and_mul else 1)
+    tiling = choose_tiling(n, k, m, get_num_sms(x.device))
+    if split_k is not None:
+        if k % (split_k * MIN_BLOCK_K):
+            raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of "
+                             f"{MIN_BLOCK_K}")
+        tiling = tiling._replace(split_k=split_k, block_k=_block_k(k // split_k, m))
+    return launch(x, weight, bias, n, tiling, silu_and_mul)
 
 
 def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: int,
-           split_k: int, block_k: int, silu_and_mul: bool, block_n: int = BLOCK_N,
-           num_warps: int = 4, num_stages: int = 4) -> torch.Tensor:
-    """Run the kernel on n output columns with the given tiling (also what the benchmarks
-    sweep)."""
+           tiling: Tiling, silu_and_mul: bool, num_warps: int = 4,
+           num_stages: int = 4) -> torch.Tensor:
+    """Run the kernel on n output columns with the given tiling (what the benchmarks sweep)."""
     m, k = x.shape
+    block_n, split_k, block_k = tiling
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     workspace = (torch.empty(split_k, 1 + silu_and_mul, m, n, dtype=torch.float32,
                              device=x.device) if split_k > 1 else y)
