@@ -83,7 +83,7 @@ def bench_shape(name: str, n: int, k: int, silu: bool, rows: int, dtype: torch.d
            - activation(F.linear(x.double(), weights[0].double())))
     return {
         "proj": name, "rows": rows, "n": n, "k": k,
-        **choose_tiling(n // (2 if silu else 1), k, rows, get_num_sms(x.device))._asdict(),
+        **choose_tiling(n // (2 if silu else 1), k, rows, get_num_sms(x.device), silu)._asdict(),
         "cublas_us": cublas_us, "skinny_us": skinny_us,
         "cublas_GBs": weight_bytes / cublas_us / 1e3, "skinny_GBs": weight_bytes / skinny_us / 1e3,
         "skinny_vs_cublas": cublas_us / skinny_us,

@@ -104,6 +104,8 @@ def test_choose_tiling() -> None:
     assert choose_tiling(4096, 1024, 1, 132) == (32, 1, 128)
     assert choose_tiling(3072, 1024, 64, 132) == (32, 1, 128)  # gate_up with silu_and_mul
     assert choose_tiling(6144, 1024, 64, 132) == (64, 1, 128)  # 192 tiles of 32: widened
+    # Llama-3.2-1B's gate_up_proj with the activation: two tiles of W per program already
+    assert choose_tiling(8192, 2048, 64, 132, silu_and_mul=True) == (32, 1, 128)
     assert choose_tiling(1024, 256, 1, 132) == (32, 1, 256)  # too short a K to split: one tile
     assert choose_tiling(512, 4096, 1, 132) == (32, 4, 128)  # at most 4 splits
 

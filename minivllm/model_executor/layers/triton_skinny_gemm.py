@@ -161,22 +161,28 @@ class Tiling(NamedTuple):
     block_k: int
 
 
-def choose_tiling(n: int, k: int, rows: int, num_sms: int) -> Tiling:
-    """(BLOCK_N, SPLIT_K, BLOCK_K) for W [n, k] and x of `rows` rows.
+def choose_tiling(n: int, k: int, rows: int, num_sms: int,
+                  silu_and_mul: bool = False) -> Tiling:
+    """(BLOCK_N, SPLIT_K, BLOCK_K) for n output columns, K = k and x of `rows` rows.
 
     Columns in tiles of BLOCK_N, or of twice that when there would be more tiles than SMs (a
     second wave of programs: on an H200, gate_up_proj's 6144 columns at 64 rows took 9.4 us in
-    192 tiles of 32 and 6.4 us in 96 of 64). Split K in 2 or 4 while there are fewer programs
-    (column tiles times splits) than half the SMs, each split keeping at least two tiles of
-    MIN_BLOCK_K. Up to 16 rows, a slice that is a power of two up to MAX_BLOCK_K is one tile,
-    loaded whole before the wait; otherwise the program loops over tiles of MIN_BLOCK_K.
+    192 tiles of 32 and 6.4 us in 96 of 64); not with `silu_and_mul`, whose programs already
+    load two tiles of W (gate and up), and whose pipeline stages at 64 rows would not fit in
+    shared memory with tiles of 64 (240 KB of the H200's 227 KB).
+
+    Split K in 2 or 4 while there are fewer programs (column tiles times splits) than half the
+    SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to 16 rows, a slice that is a
+    power of two up to MAX_BLOCK_K is one tile, loaded whole before the wait; otherwise the
+    program loops over tiles of MIN_BLOCK_K.
 
     On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512 (one
     tile each up to 16 rows); down_proj (1024 x 3072) 32 x 4 slices of 768, six tiles each;
     qkv_proj (128 tiles) and gate_up_proj with silu_and_mul (96 tiles of both halves) are not
     split and loop over K = 1024 in 8 tiles. An H200 sweep of tile widths, splits, warps and
     stages found nothing more than 3% faster for these shapes at 1 to 64 rows."""
-    block_n = BLOCK_N if triton.cdiv(n, BLOCK_N) <= num_sms else 2 * BLOCK_N
+    widen = triton.cdiv(n, BLOCK_N) > num_sms and not silu_and_mul
+    block_n = 2 * BLOCK_N if widen else BLOCK_N
     tiles = triton.cdiv(n, block_n)
     split_k = 1
     while (2 * tiles * split_k < num_sms and split_k < 4
@@ -210,7 +216,7 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                          f"{MIN_BLOCK_K}, got x {tuple(x.shape)}")
     m, k = x.shape
     n = weight.shape[0] // (2 if silu_and_mul else 1)
-    tiling = choose_tiling(n, k, m, get_num_sms(x.device))
+    tiling = choose_tiling(n, k, m, get_num_sms(x.device), silu_and_mul)
     if split_k is not None:
         if k % (split_k * MIN_BLOCK_K):
             raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of "
