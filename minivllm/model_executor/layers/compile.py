@@ -5,9 +5,11 @@ element-wise kernels per layer (SiLU-and-mul is a split, a SiLU and a product), 
 and writing the activations. vLLM writes fused CUDA kernels for these (`rms_norm`,
 `fused_add_rms_norm`, `rotary_embedding`, `silu_and_mul`); nano-vllm lets `torch.compile`
 generate them from the plain PyTorch code, which is what we do for `silu_and_mul`: the code
-stays readable and becomes one Triton kernel. RoPE and RMSNorm have small Triton kernels of
-their own (`triton_rope.py`, `triton_rms_norm.py`): compiled, RoPE still took four kernels per
-layer, and the norms also run in eager prefill steps, where a compiled call is too slow (below).
+stays readable and becomes one Triton kernel (in decode graphs of up to 64 rows not even that:
+gate_up_proj's matmul applies it, `triton_skinny_gemm.py`). RoPE and RMSNorm have small Triton
+kernels of their own (`triton_rope.py`, `triton_rms_norm.py`): compiled, RoPE still took four
+kernels per layer, and the norms also run in eager prefill steps, where a compiled call is too
+slow (below).
 
 Only while CUDA graphs are captured (`fused_kernels()`; the split-K matmul of
 `triton_skinny_gemm.py` runs there only, for the same reason). A compiled function costs a

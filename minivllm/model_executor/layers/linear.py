@@ -22,7 +22,7 @@ checkpoint tensor and copies this rank's slice of it into its place; the model's
 calls it. With one rank every layer holds whole matrices and runs no collective.
 
 The matmul itself is `F.linear` (cuBLAS on a GPU), except in CUDA-graph decode steps of up to
-16 sequences, which run the split-K kernel of `triton_skinny_gemm.py`.
+64 sequences, which run the split-K kernel of `triton_skinny_gemm.py`.
 
 Parameters are created with `torch.empty`: the weights come from a checkpoint, so spending time
 on a random initialisation (as `nn.Linear` does) would be wasted.
