@@ -73,6 +73,9 @@ def running_server(log: Path) -> Iterator[RunningServer]:
 
 
 def _wait_until_healthy(proc: subprocess.Popen, log: Path) -> str:
+    """The server's URL once GET /health answers 200. Fail at once if the server exits or
+    answers anything else: a server whose middleware raises (the release's stubs, or a bug)
+    answers 500 for ever, and the log's traceback says why sooner than a timeout would."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     url = None
     while time.monotonic() < deadline:
@@ -83,10 +86,15 @@ def _wait_until_healthy(proc: subprocess.Popen, log: Path) -> str:
             url = found[1]
         if url is not None:
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return url
+                status = httpx.get(f"{url}/health", timeout=2).status_code
             except httpx.TransportError:
-                pass
+                status = None  # not listening yet
+            if status == 200:
+                return url
+            if status is not None:  # up, but broken: waiting will not mend it
+                time.sleep(1)  # let the server log the traceback behind the answer
+                raise RuntimeError(f"the server answered GET /health with {status}:\n"
+                                   f"{log.read_text()[-4000:]}")
         time.sleep(0.2)
     raise RuntimeError(f"the server did not become healthy in {STARTUP_TIMEOUT_S} s:\n"
                        f"{log.read_text()[-4000:]}")
