@@ -222,13 +222,12 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
             raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of "
                              f"{MIN_BLOCK_K}")
         tiling = tiling._replace(split_k=split_k, block_k=_block_k(k // split_k, m))
-    return launch(x, weight, bias, n, tiling, silu_and_mul)
+    return _launch(x, weight, bias, n, tiling, silu_and_mul)
 
 
-def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: int,
-           tiling: Tiling, silu_and_mul: bool, num_warps: int = 4,
-           num_stages: int = 4) -> torch.Tensor:
-    """Run the kernel on n output columns with the given tiling (what the benchmarks sweep)."""
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: int,
+            tiling: Tiling, silu_and_mul: bool) -> torch.Tensor:
+    """Run the kernel on n output columns with the given tiling."""
     m, k = x.shape
     block_n, split_k, block_k = tiling
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
@@ -241,7 +240,7 @@ def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: 
         HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul,
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
         NUM_TILES=k // split_k // block_k, SPLIT_K=split_k, DOT_DTYPE=dot_dtype(x.dtype),
-        USE_PDL=pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl)
+        USE_PDL=pdl, num_warps=4, num_stages=4, launch_pdl=pdl)
     return y
 
 
