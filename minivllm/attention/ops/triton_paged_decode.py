@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms
+from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms, pdl_wait, use_pdl
 
 LOG2E = 1.4426950408889634
 
@@ -54,7 +54,7 @@ def _paged_decode_kernel(
     stride_ls, stride_lh,
     QUERIES_PER_KV: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-    DOT_DTYPE: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """Program (seq, kv_head, split) attends the QUERIES_PER_KV query heads of `kv_head` (rows
     of a [BLOCK_G, HEAD_DIM] Q tile) to its share of the sequence's context.
@@ -67,7 +67,11 @@ def _paged_decode_kernel(
     3. NUM_SPLITS == 1: store acc / l (0 where l == 0: context length 0) to out.
        Otherwise store acc / l to the split's slot of out and m + log2(l) to lse (-inf for an
        empty range) for the merge kernel.
+
+    With USE_PDL (the engine's launch, `triton_utils.use_pdl`) the program starts while the
+    kernel that wrote the new K/V into the cache may still run: `pdl_wait` comes first.
     """
+    pdl_wait(USE_PDL)
     # BEGIN SOLUTION lab2
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -137,10 +141,12 @@ def _merge_splits_kernel(
     stride_ps, stride_ph, stride_psplit, stride_pd,
     stride_ls, stride_lh,
     NUM_SPLITS: tl.constexpr, BLOCK_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """Program (seq, head): out = sum_i w_i * partial_i / sum_i w_i with w_i = 2**(lse_i - max
     lse), the log-sum-exp merge of the splits' softmaxes. Empty splits (lse -inf) weigh 0; a
     sequence whose splits are all empty (context length 0) gets zeros, not NaN."""
+    pdl_wait(USE_PDL)  # the decode kernel has written every split
     # BEGIN SOLUTION lab2
     seq = tl.program_id(0)
     head = tl.program_id(1)
@@ -230,6 +236,7 @@ def paged_decode_attention(query: torch.Tensor, key_cache: torch.Tensor,
     # 128 tokens, 4 or 8 warps and 2 to 4 stages all came within 2% of each other: the
     # kernel is bound by memory, not by its tiling.)
     block_n = 64 if head_dim <= 128 else 32
+    pdl = use_pdl(query.device)
     _paged_decode_kernel[(num_seqs, num_kv_heads, num_splits)](
         partial, lse, query, key_cache, value_cache, block_tables, context_lens,
         scale * LOG2E,
@@ -238,13 +245,14 @@ def paged_decode_attention(query: torch.Tensor, key_cache: torch.Tensor,
         QUERIES_PER_KV=queries_per_kv,
         BLOCK_G=max(16, triton.next_power_of_2(queries_per_kv)),
         HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-        DOT_DTYPE=dot_dtype(key_cache.dtype), num_warps=4, num_stages=3,
+        DOT_DTYPE=dot_dtype(key_cache.dtype), USE_PDL=pdl, num_warps=4, num_stages=3,
+        launch_pdl=pdl,
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_seqs, num_heads)](
             out, partial, lse, *out.stride(), *partial.stride(), *lse.stride()[:2],
             NUM_SPLITS=num_splits, BLOCK_SPLITS=triton.next_power_of_2(num_splits),
-            HEAD_DIM=head_dim, num_warps=4,
+            HEAD_DIM=head_dim, USE_PDL=pdl, num_warps=4, launch_pdl=pdl,
         )
     return out
     # END SOLUTION

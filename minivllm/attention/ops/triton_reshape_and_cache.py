@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from minivllm.attention.ops.triton_utils import pdl_wait, use_pdl
+
 
 @triton.jit
 def _reshape_and_cache_kernel(
@@ -22,13 +24,15 @@ def _reshape_and_cache_kernel(
     stride_kcb, stride_kcs, stride_kch, stride_kcd,  # key_cache [blocks, block_size, heads, dim]
     stride_vcb, stride_vcs, stride_vch, stride_vcd,  # value_cache, same shape
     NUM_KV_HEADS: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """Program t: load key[t] and value[t] as [BLOCK_H, HEAD_DIM] tiles (BLOCK_H is num_kv_heads
     rounded up to a power of two, the extra rows masked off) and store them at slot
     `slot_mapping[t]` of the caches, i.e. block `slot // BLOCK_SIZE`, row `slot % BLOCK_SIZE`.
     Return at once for slot -1. Compute cache offsets in int64: a large cache has more than
-    2**31 elements."""
+    2**31 elements. (`pdl_wait`: with USE_PDL the program may start before the kernel that
+    wrote key and value has finished, `triton_utils.use_pdl`.)"""
+    pdl_wait(USE_PDL)
     # BEGIN SOLUTION lab2
     token = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
@@ -65,10 +69,11 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
     num_tokens, num_kv_heads, head_dim = key.shape
     if num_tokens == 0:
         return
+    pdl = use_pdl(key.device)
     _reshape_and_cache_kernel[(num_tokens,)](
         key, value, key_cache, value_cache, slot_mapping,
         *key.stride(), *value.stride(), *key_cache.stride(), *value_cache.stride(),
         NUM_KV_HEADS=num_kv_heads, BLOCK_H=triton.next_power_of_2(num_kv_heads),
-        HEAD_DIM=head_dim, BLOCK_SIZE=key_cache.shape[1],
+        HEAD_DIM=head_dim, BLOCK_SIZE=key_cache.shape[1], USE_PDL=pdl, launch_pdl=pdl,
     )
     # END SOLUTION

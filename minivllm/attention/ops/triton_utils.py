@@ -1,7 +1,8 @@
-"""Small host-side helpers shared by the Triton kernels (PagedAttention of lab 2, the layers).
+"""Small helpers shared by the Triton kernels (PagedAttention of lab 2, the layers).
 
-Nothing here is a kernel: these functions pick launch parameters from what the host already
-knows (tensor dtypes and shapes, the GPU's size), so no launch ever waits for the device.
+The host-side ones pick launch parameters from what the host already knows (tensor dtypes and
+shapes, the GPU's size), so no launch ever waits for the device. `pdl_wait` is the one piece
+of device code: the line every PDL kernel runs before it reads an earlier kernel's output.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import numpy as np
 import torch
+import triton
 import triton.language as tl
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
@@ -69,14 +71,27 @@ def use_pdl(device: torch.device) -> bool:
     capability 9.0) a kernel launched with PDL may start while its predecessor is still
     running; it must call `tl.extra.cuda.gdc_wait()` before it touches anything the predecessor
     writes or reads, and may do independent work (load its weights) before that. A kernel calls
-    `gdc_launch_dependents()` to let the next one start early. CUDA graphs record the early
-    start, so replays keep it. FlashInfer (`enable_pdl`) and TensorRT-LLM use it the same way.
+    `gdc_launch_dependents()` to let the next one start early (both in `pdl_wait`). CUDA graphs
+    record the early start, so replays keep it. FlashInfer (`enable_pdl`) and TensorRT-LLM use
+    it the same way.
 
     Off under the CPU interpreter and on older GPUs; MINIVLLM_NO_PDL=1 turns it off (A/B
     measurements, debugging)."""
     return (device.type == "cuda" and not is_interpreting()
             and torch.cuda.get_device_capability(device)[0] >= 9
             and os.environ.get("MINIVLLM_NO_PDL") != "1")
+
+
+@triton.jit
+def pdl_wait(USE_PDL: tl.constexpr):
+    """In a kernel launched with `launch_pdl=use_pdl(device)`: wait until the previous kernel
+    has finished (its output is readable, and what it read may be overwritten), then let the
+    next kernel start. The next one waits in turn before it reads this one's output, so
+    releasing it this early is safe. Call it before the first load of an earlier kernel's
+    output; loads of weights and inputs the host wrote may come before it."""
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 @functools.cache

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minivllm.attention.ops.triton_utils import use_pdl
+from minivllm.attention.ops.triton_utils import pdl_wait, use_pdl
 
 
 @triton.jit
@@ -30,9 +30,7 @@ def _rms_norm_kernel(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr,
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden_size
     weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    if USE_PDL:  # the weight is loaded; wait for the kernel that writes x (triton_utils.use_pdl)
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_PDL)  # the weight is loaded; wait for the kernel that writes x
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     if HAS_RESIDUAL:
         residual = tl.load(residual_ptr + row * stride_res + cols, mask=mask, other=0.0)

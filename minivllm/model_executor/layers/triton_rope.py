@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minivllm.attention.ops.triton_utils import use_pdl
+from minivllm.attention.ops.triton_utils import pdl_wait, use_pdl
 
 
 @triton.jit
@@ -49,9 +49,7 @@ def _rope_kernel(query_ptr, key_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k
                  NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
                  BLOCK_H: tl.constexpr, HAS_NORM: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (token, 0) does the token's query heads, (token, 1) its key heads."""
-    if USE_PDL:  # wait for the projection that wrote q and k (triton_utils.use_pdl)
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_PDL)  # wait for the projection that wrote q and k
     token = tl.program_id(0)
     half: tl.constexpr = HEAD_DIM // 2
     position = tl.load(positions_ptr + token).to(tl.int64)

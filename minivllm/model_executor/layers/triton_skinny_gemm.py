@@ -48,7 +48,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms, use_pdl
+from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms, pdl_wait, use_pdl
 from minivllm.model_executor.layers.compile import fused_kernels_enabled
 
 MAX_ROWS = 64
@@ -87,9 +87,7 @@ def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_p
     w = tl.load(w_ptrs, mask=col_mask[:, None], other=0.0)
     up_offset = N * stride_w  # with SILU_AND_MUL, W is [gate | up]: the up rows are N further
     w_up = tl.load(w_ptrs + up_offset, mask=col_mask[:, None], other=0.0) if SILU_AND_MUL else w
-    if USE_PDL:
-        tl.extra.cuda.gdc_wait()  # the previous kernel is done: x written, y free to write
-        tl.extra.cuda.gdc_launch_dependents()  # the next kernel may load its weights
+    pdl_wait(USE_PDL)  # the previous kernel is done: x written, y free to write
     x = tl.load(x_ptrs, mask=row_mask[:, None], other=0.0).to(DOT_DTYPE)
     acc = tl.dot(x, tl.trans(w.to(DOT_DTYPE)), input_precision="ieee")
     acc_up = acc  # the up half's sum with SILU_AND_MUL, unused otherwise
