@@ -3,7 +3,8 @@
 A decode step must read every weight once plus each sequence's KV cache; over the measured
 copy bandwidth that is the step's floor. We time the engine's whole step path (batch tensors,
 CUDA graph replay, LM head, sampling, the one device-to-host copy) on synthetic sequences that
-sit at a fixed context length, and report ms per step and the fraction of the roofline, twice:
+sit at a fixed context length, and report ms per step (the median of several runs) and the
+fraction of the roofline, twice:
 
 - `step_ms`: one step at a time, the host's work and then the GPU's (synchronous engine);
 - `overlapped_step_ms`: each step launched before the previous one's tokens are read, as async
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 
 import torch
@@ -43,23 +45,28 @@ def synthetic_decode_batch(llm: LLM, batch: int, context: int) -> SchedulerOutpu
     return out
 
 
-def time_steps(llm: LLM, out: SchedulerOutput, iters: int) -> tuple[float, float]:
-    """(ms per step one at a time, ms per step overlapped with the next step's launch)."""
+def time_steps(llm: LLM, out: SchedulerOutput, iters: int,
+               repeats: int) -> tuple[list[float], list[float]]:
+    """ms per step one at a time, and overlapped with the next step's launch, for each of
+    `repeats` runs of `iters` steps (the record keeps every run and reports their median)."""
     runner, kv = llm.llm_engine.model_runner, llm.llm_engine.kv_cache_manager
     for _ in range(3):
         runner.execute_model(out, kv).get_output()
-    start = time.perf_counter()
-    for _ in range(iters):
-        runner.execute_model(out, kv).get_output()  # waits for the step's tokens
-    one_at_a_time = (time.perf_counter() - start) / iters * 1e3
-    start = time.perf_counter()
-    previous = runner.execute_model(out, kv)
-    for _ in range(iters - 1):
-        launched = runner.execute_model(out, kv)
+    one_at_a_time, overlapped = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            runner.execute_model(out, kv).get_output()  # waits for the step's tokens
+        one_at_a_time.append((time.perf_counter() - start) / iters * 1e3)
+        start = time.perf_counter()
+        previous = runner.execute_model(out, kv)
+        for _ in range(iters - 1):
+            launched = runner.execute_model(out, kv)
+            previous.get_output()
+            previous = launched
         previous.get_output()
-        previous = launched
-    previous.get_output()
-    return one_at_a_time, (time.perf_counter() - start) / iters * 1e3
+        overlapped.append((time.perf_counter() - start) / iters * 1e3)
+    return one_at_a_time, overlapped
 
 
 def main() -> None:
@@ -67,12 +74,13 @@ def main() -> None:
     parser.add_argument("--model", default="random:qwen3-0.6b")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 64, 128, 256])
     parser.add_argument("--contexts", type=int, nargs="+", default=[512, 2048])
-    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--iters", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run")
     args = parser.parse_args()
     if args.smoke:
-        args.model, args.batch_sizes, args.contexts, args.iters = ("random:tiny-llama", [1, 4],
-                                                                   [32], 2)
+        args.model, args.batch_sizes, args.contexts, args.iters, args.repeats = (
+            "random:tiny-llama", [1, 4], [32], 2, 1)
     max_len = max(args.contexts) + 16
     llm = LLM(args.model, max_model_len=max_len, max_num_seqs=max(args.batch_sizes))
     runner = llm.llm_engine.model_runner
@@ -83,12 +91,14 @@ def main() -> None:
     for context in args.contexts:
         for batch in args.batch_sizes:
             out = synthetic_decode_batch(llm, batch, context)
-            ms, overlapped_ms = time_steps(llm, out, args.iters)
+            runs, overlapped_runs = time_steps(llm, out, args.iters, args.repeats)
+            ms, overlapped_ms = statistics.median(runs), statistics.median(overlapped_runs)
             floor_ms = (weight_bytes + batch * context * kv_per_token) / bandwidth * 1e3
             rows.append({"batch": batch, "context": context, "step_ms": ms,
                          "roofline_ms": floor_ms, "fraction_of_roofline": floor_ms / ms,
                          "tok_s": batch / ms * 1e3, "overlapped_step_ms": overlapped_ms,
-                         "overlapped_fraction_of_roofline": floor_ms / overlapped_ms})
+                         "overlapped_fraction_of_roofline": floor_ms / overlapped_ms,
+                         "step_ms_runs": runs, "overlapped_step_ms_runs": overlapped_runs})
             for s in out.scheduled:
                 llm.llm_engine.kv_cache_manager.free(s.seq)
     record = {"benchmark": "decode_step",

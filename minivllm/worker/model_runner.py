@@ -231,32 +231,32 @@ class ModelRunner:
         """Compile every variant of the Triton decode kernel now, not in the middle of serving
         (vLLM warms up its kernels at start-up too: `compile_or_warm_up_model`).
 
-        The kernel's split count (`choose_num_splits`) is a compile-time constant picked per
-        step from the batch size and the block-table width. Graphs cover decode-only steps, but
-        a step that mixes prefills and decodes runs eagerly and may pick a value not compiled
-        yet; Triton then stalls that step for about half a second per value (on an H100 that
-        was 3 s of the 15 s offline throughput benchmark)."""
+        The kernel's split count (`choose_num_splits`) and tile width are compile-time
+        constants picked per step from the batch size and the block-table width. Graphs cover
+        decode-only steps, but a step that mixes prefills and decodes runs eagerly and may pick
+        a variant not compiled yet; Triton then stalls that step for about half a second per
+        variant (on an H100 that was 3 s of the 15 s offline throughput benchmark). So the
+        kernel runs here once for every batch size and for block tables of every power-of-two
+        width (the choices change at powers of two), on a context of one token: a few thousand
+        launches of well under a millisecond of GPU time in all."""
         if self.device.type != "cuda" or self.config.attention != "triton":
             return
         from minivllm.attention.layer import Attention
-        from minivllm.attention.ops.triton_paged_decode import choose_num_splits
-        from minivllm.attention.ops.triton_utils import get_num_sms
 
         attn = next(m for m in self.model.modules() if isinstance(m, Attention))
         max_blocks = self.max_blocks_per_seq
-        num_sms = get_num_sms(self.device)
-        # Every batch size, and widths in powers of two (the choice steps at powers of two).
-        widths = {max_blocks, *(1 << i for i in range(max_blocks.bit_length()))}
-        splits = {choose_num_splits(batch, attn.num_kv_heads, width * self.block_size, num_sms)
-                  for batch in range(1, self.config.max_num_seqs + 1) for width in widths}
-        query = torch.zeros(1, attn.num_heads, attn.head_size, dtype=self.config.torch_dtype,
+        widths = sorted({max_blocks, *(1 << i for i in range(max_blocks.bit_length()))})
+        seqs = self.config.max_num_seqs
+        query = torch.zeros(seqs, attn.num_heads, attn.head_size, dtype=self.config.torch_dtype,
                             device=self.device)
-        block_tables = torch.zeros(1, max_blocks, dtype=torch.int32, device=self.device)
-        context_lens = torch.ones(1, dtype=torch.int32, device=self.device)
+        block_tables = torch.zeros(seqs, max_blocks, dtype=torch.int32, device=self.device)
+        context_lens = torch.ones(seqs, dtype=torch.int32, device=self.device)
         key_cache, value_cache = self.kv_caches[0][0], self.kv_caches[0][1]
-        for num_splits in sorted(splits):
-            attn.ops.paged_decode_attention(query, key_cache, value_cache, block_tables,
-                                            context_lens, attn.scale, num_splits=num_splits)
+        for batch in range(1, seqs + 1):
+            for width in widths:
+                attn.ops.paged_decode_attention(query[:batch], key_cache, value_cache,
+                                                block_tables[:batch, :width],
+                                                context_lens[:batch], attn.scale)
         torch.cuda.synchronize()
 
     def capture_cuda_graphs(self) -> None:
