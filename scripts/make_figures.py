@@ -562,7 +562,8 @@ def l5_peers() -> Figure:
                 alpha=0.5, label=f"context {context}, synced")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="batch", ylabel="% of roofline", ylim=(0, 100),
-           title=f"whole decode step, {step['config']['model']}")
+           title=f"whole decode step ({step['device_name'].split()[1]}), "
+                 f"{step['config']['model']}")
     ax.legend(fontsize=8)
 
     ax = axes[2]
@@ -582,17 +583,15 @@ def l5_peers() -> Figure:
     fig.tight_layout()
     return source(fig, "; ".join(f"benchmarks/results/{p.name}"
                                  for p in (kernels_path, step_path, cpu_path))
-                  + f" ({kernels['device_name']} / CPU)")
+                  + f" ({kernels['device_name']} / {step['device_name']} / CPU)")
 
 
 @figure("l5_throughput")
 def l5_throughput() -> Figure:
     """Offline throughput against the roofline (and HF transformers where measured)."""
-    paths = [p for p in sorted(RESULTS.glob("throughput_*.json"))
-             if json.loads(p.read_text()).get("device") == "cuda"]
-    if not paths:
+    record, path = load_result("throughput")
+    if record.get("device") != "cuda":
         raise FileNotFoundError("no GPU throughput results")
-    record, path = json.loads(paths[-1].read_text()), paths[-1]
     figs, cfg = record["figures"], record["config"]
     values = {"minivllm": figs["minivllm"]["output_tok_s"]}
     if "hf" in figs:
