@@ -10,19 +10,16 @@ checks that the server listens on loopback unless told otherwise.
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+
+from minivllm.server import remote
+from minivllm.server.remote import launch_server, scrape_metrics, wait_idle
 
 API_KEY = "reliability-key"
 MODEL = "random:tiny-llama"
@@ -65,29 +62,10 @@ class LiveServer:
             return None
 
     def metrics(self) -> dict[str, float]:
-        """Every sample of /metrics by name, summed over label sets; `num_gpu_blocks` from
-        the `cache_config_info` labels."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        values: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                values[sample.name] = values.get(sample.name, 0.0) + sample.value
-                if sample.name == "minivllm:cache_config_info":
-                    values["num_gpu_blocks"] = float(sample.labels["num_gpu_blocks"])
-        return values
+        return scrape_metrics(self.url)
 
     def wait_idle(self, timeout: float = 30.0) -> dict[str, float]:
-        """Poll /metrics until nothing runs or waits and every KV block is free (or time is
-        up); return the last sample, with `leaked_blocks`: blocks still in use."""
-        deadline = time.monotonic() + timeout
-        while True:
-            m = self.metrics()
-            m["leaked_blocks"] = round(m["minivllm:kv_cache_usage_perc"] * m["num_gpu_blocks"])
-            idle = (m["minivllm:num_requests_running"] == 0
-                    and m["minivllm:num_requests_waiting"] == 0 and m["leaked_blocks"] == 0)
-            if idle or time.monotonic() > deadline:
-                return m
-            time.sleep(0.1)
+        return wait_idle(self.url, timeout)
 
     def completion(self, prompt: str | list[int], max_tokens: int, **extra) -> dict:
         """One greedy completion, checked to succeed: the server still serves."""
@@ -101,36 +79,16 @@ class LiveServer:
 def start_server(extra_args: list[str], log: Path, api_key: str | None = API_KEY,
                  env: dict[str, str] | None = None) -> LiveServer:
     """Start the server with BASE_ARGS + extra_args; return once /health answers 200."""
-    args = [*BASE_ARGS, "--port", "0", *extra_args]
+    args = [*BASE_ARGS, *extra_args]
     if api_key:
         args += ["--api-key", api_key]
-    out = log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "minivllm.server", *args], stdout=out, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True)
-    server = LiveServer(proc, "", log, api_key)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}:\n{server.log_text()}")
-        if not server.url and (m := re.search(r"API server on (http://\S+)", server.log_text())):
-            server.url = m.group(1)
-        if server.url and server.health() == 200:
-            return server
-        time.sleep(0.25)
-    stop_server(server)
-    raise RuntimeError(f"the server did not become healthy:\n{server.log_text()}")
+    proc, url = launch_server(args, log, STARTUP_TIMEOUT_S, env)
+    return LiveServer(proc, url, log, api_key)
 
 
 def stop_server(server: LiveServer) -> int:
     """Ctrl-C the server (its normal shutdown), kill it if that takes too long; its exit code."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGINT)
-    try:
-        return server.proc.wait(timeout=EXIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        return server.proc.wait()
+    return remote.stop_server(server.proc, EXIT_TIMEOUT_S)
 
 
 @contextmanager

@@ -15,8 +15,9 @@ from server_utils import (
     MODEL,
     Server,
     start_server,
-    stop_server,
 )
+
+from minivllm.server.remote import stop_server
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ import asyncio
 
 import openai
 import pytest
-from server_utils import Server, start_server, stop_server
+from server_utils import Server, start_server
+
+from minivllm.server.remote import stop_server
 
 
 @pytest.fixture(scope="module")

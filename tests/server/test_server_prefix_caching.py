@@ -7,7 +7,9 @@ makes the arithmetic exact: a 64-byte prompt is 4 full blocks of 16 tokens.
 """
 
 import pytest
-from server_utils import Server, start_server, stop_server
+from server_utils import Server, start_server
+
+from minivllm.server.remote import stop_server
 
 BLOCK_SIZE = 16
 

@@ -9,9 +9,10 @@ import asyncio
 
 import httpx
 import pytest
-from server_utils import Server, start_server, stop_server
+from server_utils import Server, start_server
 
 from minivllm.server.chat_utils import load_chat_template
+from minivllm.server.remote import stop_server
 
 TEMPLATE = ("{% for m in messages %}<<{{ m['role'] }}>>{{ m['content'] }}\n{% endfor %}"
             "{% if add_generation_prompt %}<<assistant>>{% endif %}")

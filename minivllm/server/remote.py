@@ -1,0 +1,110 @@
+"""`python -m minivllm.server` as a child process, driven from outside as a client would.
+
+The lab-4 grader, the server tests and the reliability benchmarks all need the same three
+things: start the real server on loopback, know when it is ready, and read its `/metrics`. This
+module is that shared piece, as `RemoteOpenAIServer` in vLLM's `tests/utils.py` is for vLLM's
+tests. `--port 0` lets the OS pick a free port; the server logs the URL it listens on, and the
+launcher reads it from the log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+LISTENING = re.compile(r"API server on (http://\S+)")
+"""The start-up log line that carries the URL (`api_server.run_server` writes it)."""
+
+
+def launch_server(args: list[str], log: Path, timeout: float,
+                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start the server with `args` and `--port 0`, its output going to `log`; return the
+    process and its URL once GET /health answers 200. Fail at once if it exits, or if it
+    answers anything else: a server whose middleware raises answers 500 for ever, and the log's
+    traceback says why sooner than a timeout would."""
+    with log.open("w") as out:  # the child keeps its own copy of the file descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "minivllm.server", "--port", "0", *args],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        return proc, _wait_until_healthy(proc, log, timeout)
+    except BaseException:
+        stop_server(proc)
+        raise
+
+
+def _wait_until_healthy(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    url = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode}:\n"
+                               f"{_tail(log)}")
+        if url is None and (found := LISTENING.search(log.read_text(errors="replace"))):
+            url = found[1]
+        if url is not None:
+            try:
+                status = httpx.get(f"{url}/health", timeout=2).status_code
+            except httpx.TransportError:
+                status = None  # not listening yet
+            if status == 200:
+                return url
+            if status is not None:  # up, but broken: waiting will not mend it
+                time.sleep(1)  # let the server log the traceback behind the answer
+                raise RuntimeError(f"the server answered GET /health with {status}:\n"
+                                   f"{_tail(log)}")
+        time.sleep(0.2)
+    raise RuntimeError(f"the server did not become healthy in {timeout:g} s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:]
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """Ctrl-C the server (its normal shutdown: requests aborted, engine stopped); kill it if
+    that takes longer than `timeout` seconds. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """Every sample of the server's /metrics by name, summed over label sets, plus
+    `num_gpu_blocks` from the labels of `cache_config_info`."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+            if sample.name == "minivllm:cache_config_info":
+                values["num_gpu_blocks"] = float(sample.labels["num_gpu_blocks"])
+    return values
+
+
+def wait_idle(url: str, timeout: float = 30.0) -> dict[str, float]:
+    """Poll /metrics until no request runs or waits and every KV block is free, or until
+    `timeout`; return the last sample, with `leaked_blocks`: the blocks still in use (more than
+    zero once idle means a finished request kept its blocks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = scrape_metrics(url)
+        m["leaked_blocks"] = round(m["minivllm:kv_cache_usage_perc"] * m["num_gpu_blocks"])
+        idle = (m["minivllm:num_requests_running"] == 0
+                and m["minivllm:num_requests_waiting"] == 0 and m["leaked_blocks"] == 0)
+        if idle or time.monotonic() > deadline:
+            return m
+        time.sleep(0.1)
