@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 
 from minivllm.server import remote
-from minivllm.server.remote import launch_server, scrape_metrics, wait_idle
 
 API_KEY = "reliability-key"
 MODEL = "random:tiny-llama"
@@ -55,17 +54,13 @@ class LiveServer:
         return self.log.read_text(errors="replace")
 
     def health(self) -> int | None:
-        """/health's status, or None when nothing answers."""
-        try:
-            return httpx.get(f"{self.url}/health", timeout=5).status_code
-        except httpx.TransportError:
-            return None
+        return remote.health_status(self.url)
 
     def metrics(self) -> dict[str, float]:
-        return scrape_metrics(self.url)
+        return remote.scrape_metrics(self.url)
 
     def wait_idle(self, timeout: float = 30.0) -> dict[str, float]:
-        return wait_idle(self.url, timeout)
+        return remote.wait_idle(self.url, timeout)
 
     def completion(self, prompt: str | list[int], max_tokens: int, **extra) -> dict:
         """One greedy completion, checked to succeed: the server still serves."""
@@ -82,7 +77,7 @@ def start_server(extra_args: list[str], log: Path, api_key: str | None = API_KEY
     args = [*BASE_ARGS, *extra_args]
     if api_key:
         args += ["--api-key", api_key]
-    proc, url = launch_server(args, log, STARTUP_TIMEOUT_S, env)
+    proc, url = remote.launch_server(args, log, STARTUP_TIMEOUT_S, env)
     return LiveServer(proc, url, log, api_key)
 
 

@@ -52,10 +52,7 @@ def _wait_until_healthy(proc: subprocess.Popen, log: Path, timeout: float) -> st
         if url is None and (found := LISTENING.search(log.read_text(errors="replace"))):
             url = found[1]
         if url is not None:
-            try:
-                status = httpx.get(f"{url}/health", timeout=2).status_code
-            except httpx.TransportError:
-                status = None  # not listening yet
+            status = health_status(url)
             if status == 200:
                 return url
             if status is not None:  # up, but broken: waiting will not mend it
@@ -64,6 +61,14 @@ def _wait_until_healthy(proc: subprocess.Popen, log: Path, timeout: float) -> st
                                    f"{_tail(log)}")
         time.sleep(0.2)
     raise RuntimeError(f"the server did not become healthy in {timeout:g} s:\n{_tail(log)}")
+
+
+def health_status(url: str) -> int | None:
+    """GET /health's status, or None when nothing answers (not listening yet, or gone)."""
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code
+    except httpx.TransportError:
+        return None
 
 
 def _tail(log: Path) -> str:
