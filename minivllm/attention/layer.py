@@ -28,16 +28,20 @@ class Attention(nn.Module):
         self.ops = get_attention_ops(backend)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                kv_cache: torch.Tensor, attn_metadata: AttentionMetadata) -> torch.Tensor:
+                kv_cache: torch.Tensor, attn_metadata: AttentionMetadata,
+                kv_cache_written: bool = False) -> torch.Tensor:
         """query [T, num_heads * head_size], key/value [T, num_kv_heads * head_size];
         kv_cache [2, num_blocks, block_size, num_kv_heads, head_size]. Returns [T, num_heads *
-        head_size]; rows of padding tokens are left as zeros."""
+        head_size]; rows of padding tokens are left as zeros. `kv_cache_written`: the new K/V
+        are in the cache already (in CUDA graphs the RoPE kernel writes them), so key and value
+        are not read."""
         md = attn_metadata
         q = query.view(-1, self.num_heads, self.head_size)
         k = key.view(-1, self.num_kv_heads, self.head_size)
         v = value.view(-1, self.num_kv_heads, self.head_size)
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        self.ops.reshape_and_cache(k, v, key_cache, value_cache, md.slot_mapping)
+        if not kv_cache_written:
+            self.ops.reshape_and_cache(k, v, key_cache, value_cache, md.slot_mapping)
 
         num_p = md.num_prefill_tokens
         num_d = md.decode_block_tables.shape[0]

@@ -12,7 +12,8 @@ from each other. Two chains, each several layers deep:
   without PDL in between;
 - the attention half at batch 3: qkv_proj -> RoPE -> the KV cache write -> paged decode
   attention in four splits -> their merge -> o_proj, every kernel a PDL one; attention reads
-  the K/V that the kernel before it wrote.
+  the K/V that the kernel before it wrote (with the RoPE kernel writing the cache itself, as
+  in the engine's graphs, or with `reshape_and_cache`, as in its eager steps).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from minivllm.attention.ops.triton_paged_decode import paged_decode_attention
 from minivllm.attention.ops.triton_reshape_and_cache import reshape_and_cache
 from minivllm.model_executor.layers.activation import silu_and_mul
 from minivllm.model_executor.layers.triton_rms_norm import rms_norm
-from minivllm.model_executor.layers.triton_rope import rope_
+from minivllm.model_executor.layers.triton_rope import KVCacheWrite, rope_
 from minivllm.model_executor.layers.triton_skinny_gemm import linear
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -82,23 +83,29 @@ def test_pdl_chain_in_graph_matches_serial_launch(
 
 def attention_chain(x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor,
                     layers: list[tuple[torch.Tensor, ...]], slot_mapping: torch.Tensor,
-                    block_tables: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+                    block_tables: torch.Tensor, context_lens: torch.Tensor,
+                    fused_cache_write: bool) -> torch.Tensor:
     q_size, kv_size = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
     hidden = x
     for qkv_weight, o_weight, key_cache, value_cache in layers:
         q, k, v = linear(hidden, qkv_weight).split([q_size, kv_size, kv_size], dim=-1)
-        rope_(positions, q, k, cos_sin, HEAD_DIM)
-        reshape_and_cache(k.view(-1, KV_HEADS, HEAD_DIM), v.view(-1, KV_HEADS, HEAD_DIM),
-                          key_cache, value_cache, slot_mapping)
+        if fused_cache_write:
+            rope_(positions, q, k, cos_sin, HEAD_DIM,
+                  cache_write=KVCacheWrite(v, key_cache, value_cache, slot_mapping))
+        else:
+            rope_(positions, q, k, cos_sin, HEAD_DIM)
+            reshape_and_cache(k.view(-1, KV_HEADS, HEAD_DIM), v.view(-1, KV_HEADS, HEAD_DIM),
+                              key_cache, value_cache, slot_mapping)
         attn = paged_decode_attention(q.view(-1, HEADS, HEAD_DIM), key_cache, value_cache,
                                       block_tables, context_lens, HEAD_DIM**-0.5, num_splits=4)
         hidden = linear(attn.view(-1, q_size), o_weight)
     return hidden
 
 
+@pytest.mark.parametrize("fused_cache_write", [True, False])
 def test_pdl_attention_chain_in_graph_matches_serial_launch(
-        pdl_switch: Callable[[bool], None], randn: Callable[..., torch.Tensor],
-        make_paged_kv: Callable[..., Any],
+        fused_cache_write: bool, pdl_switch: Callable[[bool], None],
+        randn: Callable[..., torch.Tensor], make_paged_kv: Callable[..., Any],
         graph_replays: Callable[..., list[torch.Tensor]]) -> None:
     bf16 = torch.bfloat16
     context_lens = [300, 77, 512]  # each sequence's new token is its last context position
@@ -116,7 +123,7 @@ def test_pdl_attention_chain_in_graph_matches_serial_launch(
 
     def run() -> torch.Tensor:
         return attention_chain(x, positions, cos_sin, layers, slot_mapping, kv.block_tables,
-                               kv.context_lens)
+                               kv.context_lens, fused_cache_write)
 
     def replays(pdl: bool) -> list[torch.Tensor]:
         pdl_switch(pdl)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from minivllm.model_executor.layers.layernorm import RMSNorm
-from minivllm.model_executor.layers.triton_rope import rope_
+from minivllm.model_executor.layers.triton_rope import KVCacheWrite, rope_
 
 
 def default_inv_freq(head_size: int, rope_theta: float) -> torch.Tensor:
@@ -85,20 +85,21 @@ class RotaryEmbedding(nn.Module):
                              persistent=False)
 
     def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
-                q_norm: RMSNorm | None = None, k_norm: RMSNorm | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                q_norm: RMSNorm | None = None, k_norm: RMSNorm | None = None,
+                cache_write: KVCacheWrite | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T]; query [T, num_heads * head_size], key [T, num_kv_heads * head_size].
         Returns the rotated query and key, same shapes. With `q_norm` and `k_norm` (Qwen3),
         every head is RMS-normalized first.
 
         On CUDA one Triton kernel does it all, in place (triton_rope.py); elsewhere the
-        PyTorch code below runs, layer after layer."""
+        PyTorch code below runs, layer after layer. `cache_write` (CUDA only) sends the
+        rotated keys and the values to the paged KV cache instead: the returned key is then
+        not rotated, and only the cache is to be read."""
         if query.is_cuda:
-            if q_norm is None:
-                rope_(positions, query, key, self.cos_sin_cache, self.head_size)
-            else:
-                rope_(positions, query, key, self.cos_sin_cache, self.head_size, q_norm.weight,
-                      k_norm.weight, q_norm.variance_epsilon)
+            norm = () if q_norm is None else (q_norm.weight, k_norm.weight,
+                                               q_norm.variance_epsilon)
+            rope_(positions, query, key, self.cos_sin_cache, self.head_size, *norm,
+                  cache_write=cache_write)
             return query, key
         if q_norm is not None:
             query = q_norm(query.unflatten(-1, (-1, self.head_size))).flatten(-2)
