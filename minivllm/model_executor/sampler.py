@@ -9,13 +9,14 @@ One batched pass on the device, in vLLM's order:
 3. penalties (repetition on prompt + output; presence and frequency on the output);
 4. greedy rows: argmax. Random rows: temperature, top-k, top-p, min-p, then one draw.
 
-Nothing here reads a tensor back to the host (no `.item()`, no `.tolist()`, no data-dependent
-Python `if`): every decision that needs a value is made in `SamplingMetadata` on the host, so
-the GPU runs the sampler right behind the model and the engine syncs once, on the result.
-The input logits are left untouched. They come in the model dtype and are cast to float32 only
-by the steps that need the precision (logprobs, penalties, random sampling): an argmax picks
-the same token from bf16 logits, as the cast is exact and keeps the order, so a greedy batch
-writes no [B, V] float32 copy.
+On CUDA the argmaxes run in a Triton kernel (`triton_argmax.py`): `torch.argmax` keeps too few
+thread blocks busy on a few very long rows. Nothing here reads a tensor back to the host (no
+`.item()`, no `.tolist()`, no data-dependent Python `if`): every decision that needs a value is
+made in `SamplingMetadata` on the host, so the GPU runs the sampler right behind the model and
+the engine syncs once, on the result. The input logits are left untouched. They come in the
+model dtype and are cast to float32 only by the steps that need the precision (logprobs,
+penalties, random sampling): an argmax picks the same token from bf16 logits, as the cast is
+exact and keeps the order, so a greedy batch writes no [B, V] float32 copy.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from minivllm.model_executor.sampling_metadata import SamplingMetadata
+from minivllm.model_executor.triton_argmax import argmax
 from minivllm.sampling_params import _SAMPLING_EPS
 
 
@@ -68,7 +70,7 @@ class Sampler(nn.Module):
         mixed batch runs both paths on every row and keeps the right one per row: two batched
         passes beat splitting the batch (vLLM does the same). min-p comes after top-k/top-p,
         as in vLLM v0 (v1 applies it before; the two orders differ only when top-p is set)."""
-        greedy = None if metadata.all_random else logits.argmax(dim=-1)
+        greedy = None if metadata.all_random else argmax(logits)
         if metadata.all_greedy:
             return greedy
 
@@ -161,7 +163,7 @@ def random_sample(probs: torch.Tensor, generators: dict[int, torch.Generator]) -
         q.exponential_()
     for row, generator in generators.items():
         q[row].exponential_(generator=generator)
-    return probs.div(q).argmax(dim=-1)
+    return argmax(probs.div(q))
 
 
 def gather_logprobs(logprobs: torch.Tensor, num_logprobs: int, sampled: torch.Tensor

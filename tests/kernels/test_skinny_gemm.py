@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minivllm.attention.ops.triton_utils import handover_counters
 from minivllm.model_executor.layers.activation import silu_and_mul
 from minivllm.model_executor.layers.triton_skinny_gemm import (
     MAX_ROWS,
-    _counters,
     choose_tiling,
     linear,
     skinny_gemm,
@@ -47,7 +47,7 @@ def test_matches_linear(rows: int, n: int, k: int, split_k: int, dtype: torch.dt
     assert y.shape == (rows, n) and y.dtype == dtype
     torch.testing.assert_close(y.double(), expected, **TOLERANCES[dtype])
     # Every tile's counter is back at 0, so the next call starts clean...
-    assert not _counters(x.device).any()
+    assert not handover_counters(x.device).any()
     # ...and the partial sums are added in a fixed order: the same bits every time.
     assert torch.equal(skinny_gemm(x, weight, bias, split_k=split_k), y)
 
@@ -73,7 +73,7 @@ def test_silu_and_mul_matches_activation(rows: int, n: int, k: int, split_k: int
     y = skinny_gemm(x, weight, bias, split_k=split_k, silu_and_mul=True)
     assert y.shape == (rows, n) and y.dtype == dtype
     torch.testing.assert_close(y.double(), silu_and_mul(gate_up), **TOLERANCES[dtype])
-    assert not _counters(x.device).any()
+    assert not handover_counters(x.device).any()
     assert torch.equal(skinny_gemm(x, weight, bias, split_k=split_k, silu_and_mul=True), y)
 
 
@@ -131,7 +131,7 @@ def test_in_cuda_graph_many_replays(rows: int, randn: Callable[..., torch.Tensor
     torch.testing.assert_close(results[0].double(), expected, **TOLERANCES[torch.bfloat16])
     assert all(torch.equal(r, results[0]) for r in results)
     assert torch.equal(results[0], skinny_gemm(x, weight))  # what `linear` ran in the graph
-    assert not _counters(x.device).any()
+    assert not handover_counters(x.device).any()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
@@ -147,4 +147,4 @@ def test_silu_and_mul_in_cuda_graph(split_k: int, randn: Callable[..., torch.Ten
         lambda: skinny_gemm(x, weight, split_k=split_k, silu_and_mul=True), 50)
     torch.testing.assert_close(results[0].double(), expected, **TOLERANCES[torch.bfloat16])
     assert all(torch.equal(r, results[0]) for r in results)
-    assert not _counters(x.device).any()
+    assert not handover_counters(x.device).any()

@@ -102,3 +102,35 @@ def get_num_sms(device: torch.device) -> int:
         return 1
     return torch.cuda.get_device_properties(device).multi_processor_count
 
+
+
+HANDOVER_COUNTERS = 1 << 16
+"""Size of the counter buffer of `handover_counters`: the most groups one launch may have."""
+
+
+@functools.cache
+def handover_counters(device: torch.device) -> torch.Tensor:
+    """Zeroed int32 counters for kernels in which the last program of a group of programs
+    finishes the group's work (`last_to_arrive`): the split-K matmul, the argmax. Zeroed once;
+    every launch leaves its counters at 0 again. One buffer serves every such kernel on a
+    device, which is safe because the engine runs its kernels on one stream, one after the
+    other."""
+    return torch.zeros(HANDOVER_COUNTERS, dtype=torch.int32, device=device)
+
+
+@triton.jit
+def last_to_arrive(counter_ptr, group_size):
+    """Count this program in at `counter_ptr` and tell whether it came last of `group_size`.
+
+    The stores each program made before this call (its partial results) are visible to the
+    last one: the barrier issues every thread's stores first, and the atomic has release and
+    acquire order. The last program reads the others' results with `cache_modifier=".cg"` (from
+    L2, where they landed; L1 is per SM), then calls `reset_counter`."""
+    tl.debug_barrier()
+    return tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") == group_size - 1
+
+
+@triton.jit
+def reset_counter(counter_ptr):
+    """Leave the counter at 0 for the next launch (in the last program of the group)."""
+    tl.atomic_xchg(counter_ptr, 0, sem="relaxed", scope="gpu")

@@ -22,8 +22,9 @@ program each, enough programs to cover the SMs even when N is small. Program (n,
 2. multiplies (tensor-core `tl.dot`, the rows padded to a power of two from 16, the smallest M
    it takes; padding costs no memory traffic);
 3. with SPLIT_K > 1, writes its fp32 partial sums to a workspace and adds one to the column
-   tile's counter, an atomic with release/acquire order: the program that finds SPLIT_K - 1
-   there is the last one, and all the others' partial sums are visible to it;
+   tile's counter (`triton_utils.last_to_arrive`, an atomic with release/acquire order): the
+   program that finds SPLIT_K - 1 there is the last one, and all the others' partial sums are
+   visible to it;
 4. the last program adds the SPLIT_K partial sums in split order (so the result never depends
    on which program came last), adds the bias, writes y in the model dtype and sets the
    counter back to 0 for the next call.
@@ -34,13 +35,13 @@ so the activation kernel that would run between gate_up_proj and down_proj disap
 H200 that kernel, launched without PDL, cost ~2.5 us per layer (62 us of a 1.14 ms step at
 batch 1).
 
-One kernel per matmul, deterministic. The counters are shared by every call on a device, which
-is safe because the engine runs its kernels on one stream, one after the other.
+One kernel per matmul, deterministic. The counters (`triton_utils.handover_counters`) are
+shared by every call on a device, which is safe because the engine runs its kernels on one
+stream, one after the other.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
@@ -48,7 +49,16 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from minivllm.attention.ops.triton_utils import dot_dtype, get_num_sms, pdl_wait, use_pdl
+from minivllm.attention.ops.triton_utils import (
+    HANDOVER_COUNTERS,
+    dot_dtype,
+    get_num_sms,
+    handover_counters,
+    last_to_arrive,
+    pdl_wait,
+    reset_counter,
+    use_pdl,
+)
 from minivllm.model_executor.layers.compile import fused_kernels_enabled
 
 MAX_ROWS = 64
@@ -62,8 +72,6 @@ MIN_BLOCK_K = 128
 """The tile of the loop over longer slices, and what K must be a multiple of."""
 BLOCK_N = 32
 """Output columns per program (twice that for weights with many columns: `choose_tiling`)."""
-MAX_COLUMN_TILES = 1 << 16
-"""Size of the counter buffer: the most column tiles one split-K matmul may have."""
 
 
 @triton.jit
@@ -113,9 +121,7 @@ def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_p
         tl.store(part, acc, mask=out_mask)
         if SILU_AND_MUL:
             tl.store(part + M * N, acc_up, mask=out_mask)
-        tl.debug_barrier()  # every thread's stores are issued before the release below
-        arrived = tl.atomic_add(counters_ptr + tile_n, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT_K - 1:
+        if last_to_arrive(counters_ptr + tile_n, SPLIT_K):
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for s in tl.static_range(SPLIT_K):  # in split order: deterministic
@@ -124,7 +130,7 @@ def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_p
                 acc += tl.load(part, mask=out_mask, cache_modifier=".cg")
                 if SILU_AND_MUL:
                     acc_up += tl.load(part + M * N, mask=out_mask, cache_modifier=".cg")
-            tl.atomic_xchg(counters_ptr + tile_n, 0, sem="relaxed", scope="gpu")
+            reset_counter(counters_ptr + tile_n)
             _write_output(y_ptr, bias_ptr, acc, acc_up, rows, cols, N, stride_y, out_mask,
                           col_mask, HAS_BIAS, SILU_AND_MUL)
     else:
@@ -145,12 +151,6 @@ def _write_output(y_ptr, bias_ptr, acc, acc_up, rows, cols, N, stride_y, out_mas
         acc = acc * tl.sigmoid(acc) * acc_up
     tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :],
              acc.to(y_ptr.dtype.element_ty), mask=out_mask)
-
-
-@functools.cache
-def _counters(device: torch.device) -> torch.Tensor:
-    """Zeroed once; every split-K launch leaves its counters at 0 again."""
-    return torch.zeros(MAX_COLUMN_TILES, dtype=torch.int32, device=device)
 
 
 class Tiling(NamedTuple):
@@ -199,7 +199,7 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
     strides."""
     return (x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.shape[1] % MIN_BLOCK_K == 0
             and x.stride(1) == 1 and weight.stride(1) == 1
-            and triton.cdiv(weight.shape[0], BLOCK_N) <= MAX_COLUMN_TILES)
+            and triton.cdiv(weight.shape[0], BLOCK_N) <= HANDOVER_COUNTERS)
 
 
 def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -233,7 +233,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n:
                              device=x.device) if split_k > 1 else y)
     pdl = use_pdl(x.device)
     _skinny_gemm_kernel[(triton.cdiv(n, block_n), split_k)](
-        y, x, weight, bias if bias is not None else y, workspace, _counters(x.device),
+        y, x, weight, bias if bias is not None else y, workspace, handover_counters(x.device),
         m, n, y.stride(0), x.stride(0), weight.stride(0),
         HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul,
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
