@@ -1,8 +1,9 @@
 """Small helpers shared by the Triton kernels (PagedAttention of lab 2, the layers).
 
 The host-side ones pick launch parameters from what the host already knows (tensor dtypes and
-shapes, the GPU's size), so no launch ever waits for the device. `pdl_wait` is the one piece
-of device code: the line every PDL kernel runs before it reads an earlier kernel's output.
+shapes, the GPU's size), so no launch ever waits for the device. The device-side ones are
+`pdl_wait`, the line every PDL kernel runs before it reads an earlier kernel's output, and the
+handover of kernels whose last program finishes the work of several (`last_to_arrive`).
 """
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ def get_num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
     return torch.cuda.get_device_properties(device).multi_processor_count
-
 
 
 HANDOVER_COUNTERS = 1 << 16

