@@ -1,10 +1,12 @@
 """Write the new tokens' K/V into the paged KV cache, in Triton (vLLM: `reshape_and_cache` in
 `csrc/cache_kernels.cu`; `triton_reshape_and_cache_flash.py` is its Triton twin).
 
-Every layer calls this once per step before attention, so that prefill and decode both read
-all K/V through the block tables. Token t goes to `slot_mapping[t]`, a flat slot number
-`block_id * block_size + offset` (lab 1 computed it); -1 marks a padding token, whose K/V are
-not written. One program copies one token: all its KV heads, [num_kv_heads, head_dim] values.
+Every layer calls this once per step before attention, so that prefill and decode both read all
+K/V through the block tables (in the decode steps' CUDA graphs of lab 5, the RoPE kernel makes
+the same write itself, one kernel fewer per layer: `layers/triton_rope.py`). Token t goes to
+`slot_mapping[t]`, a flat slot number `block_id * block_size + offset` (lab 1 computed it); -1
+marks a padding token, whose K/V are not written. One program copies one token: all its KV
+heads, [num_kv_heads, head_dim] values.
 """
 
 from __future__ import annotations
