@@ -6,7 +6,8 @@ says so. Catches a peer broken by a transformers release before a GPU run finds 
 peer asking for its results one id at a time never finished on the H100).
 
 The skinny-matmul benchmark: a row for every shape, each with the kernel's result checked
-against float64."""
+against float64. The argmax benchmark: a row for every case, the kernel picking the tokens
+`torch.argmax` picks."""
 
 import json
 import subprocess
@@ -51,3 +52,11 @@ def test_skinny_gemm_smoke_records_every_shape():
         assert row["max_abs_err"] < 1e-4  # fp32 on the CPU
         assert row["cublas_us"] > 0 and row["skinny_us"] > 0
         assert row["linear_runs"] == "cublas"  # the kernel is for CUDA graphs only
+
+
+def test_argmax_smoke_records_every_case():
+    record = run_smoke("benchmarks.kernels.bench_argmax", "argmax_cpu_smoke")
+    assert [[r["rows"], r["dtype"]] for r in record["rows"]] == record["config"]["cases"]
+    for row in record["rows"]:
+        assert row["same_tokens"]
+        assert row["torch_us"] > 0 and row["triton_us"] > 0
