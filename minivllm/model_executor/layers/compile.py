@@ -47,9 +47,11 @@ def fused_kernels() -> Iterator[None]:
         _use_fused = previous
 
 
-def fused_kernels_enabled() -> bool:
-    """True within `fused_kernels()`: the forward pass is being recorded into CUDA graphs."""
-    return _use_fused
+def runs_fused(x: torch.Tensor) -> bool:
+    """True for a CUDA tensor within `fused_kernels()`, where the forward pass is recorded into
+    CUDA graphs: there the fused kernels run (compiled functions, the split-K matmul, RoPE
+    writing the KV cache)."""
+    return _use_fused and x.is_cuda
 
 
 def fused_on_cuda(fn: F) -> F:
@@ -63,6 +65,6 @@ def fused_on_cuda(fn: F) -> F:
 
     @functools.wraps(fn)
     def dispatch(*args):
-        return compiled()(*args) if _use_fused and args[0].is_cuda else fn(*args)
+        return compiled()(*args) if runs_fused(args[0]) else fn(*args)
 
     return dispatch  # type: ignore[return-value]

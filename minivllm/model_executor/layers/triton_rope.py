@@ -27,7 +27,6 @@ import triton
 import triton.language as tl
 
 from minivllm.attention.ops.triton_utils import pdl_wait, use_pdl
-from minivllm.model_executor.layers.compile import fused_kernels_enabled
 
 
 class KVCacheWrite(NamedTuple):
@@ -104,12 +103,6 @@ def _rope_kernel(query_ptr, key_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k
         k_row = key_ptr + token * stride_kt
         _norm_rope_heads(k_row, k_row, NUM_KV_HEADS, k_weight_ptr, cos, sin, eps, HAS_NORM,
                          HEAD_DIM, BLOCK_H)
-
-
-def fuses_kv_cache_write(x: torch.Tensor) -> bool:
-    """Whether the decoder layer lets `rope_` write the KV cache (`KVCacheWrite`): on CUDA
-    within `fused_kernels()`, where the decode steps' CUDA graphs are captured."""
-    return x.is_cuda and fused_kernels_enabled()
 
 
 def rope_(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,

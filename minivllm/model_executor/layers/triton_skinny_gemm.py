@@ -59,7 +59,7 @@ from minivllm.attention.ops.triton_utils import (
     reset_counter,
     use_pdl,
 )
-from minivllm.model_executor.layers.compile import fused_kernels_enabled
+from minivllm.model_executor.layers.compile import runs_fused
 
 MAX_ROWS = 64
 """The most rows the kernel takes, padded to a power of two from 16 (the smallest tile tensor
@@ -244,7 +244,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n:
 
 def runs_skinny(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether `linear` sends x W^T to `skinny_gemm` (why: see `linear`)."""
-    return x.is_cuda and fused_kernels_enabled() and supports(x, weight)
+    return runs_fused(x) and supports(x, weight)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor,

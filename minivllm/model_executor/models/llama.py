@@ -39,6 +39,7 @@ from transformers import PretrainedConfig
 
 from minivllm.attention import Attention, AttentionMetadata
 from minivllm.model_executor.layers.activation import SiluAndMul
+from minivllm.model_executor.layers.compile import runs_fused
 from minivllm.model_executor.layers.layernorm import RMSNorm
 from minivllm.model_executor.layers.linear import (
     MergedColumnParallelLinear,
@@ -47,7 +48,7 @@ from minivllm.model_executor.layers.linear import (
     default_weight_loader,
 )
 from minivllm.model_executor.layers.rotary_embedding import RotaryEmbedding
-from minivllm.model_executor.layers.triton_rope import KVCacheWrite, fuses_kv_cache_write
+from minivllm.model_executor.layers.triton_rope import KVCacheWrite
 from minivllm.model_executor.layers.triton_skinny_gemm import runs_skinny, skinny_gemm
 from minivllm.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
@@ -115,15 +116,13 @@ class LlamaAttention(nn.Module):
                 kv_cache: torch.Tensor, attn_metadata: AttentionMetadata) -> torch.Tensor:
         qkv = self.qkv_proj(hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        if fuses_kv_cache_write(q):
-            # Decode graphs: the RoPE kernel also writes k and v into the paged cache, one
-            # kernel fewer per layer (triton_rope.py).
-            write = KVCacheWrite(v, kv_cache[0], kv_cache[1], attn_metadata.slot_mapping)
-            q, k = self.rotary_emb(positions, q, k, self.q_norm, self.k_norm, write)
-            attn_output = self.attn(q, k, v, kv_cache, attn_metadata, kv_cache_written=True)
-        else:
-            q, k = self.rotary_emb(positions, q, k, self.q_norm, self.k_norm)
-            attn_output = self.attn(q, k, v, kv_cache, attn_metadata)
+        # Decode graphs: the RoPE kernel also writes k and v into the paged cache, one kernel
+        # fewer per layer (triton_rope.py); elsewhere the attention layer writes them.
+        write = (KVCacheWrite(v, kv_cache[0], kv_cache[1], attn_metadata.slot_mapping)
+                 if runs_fused(q) else None)
+        q, k = self.rotary_emb(positions, q, k, self.q_norm, self.k_norm, write)
+        attn_output = self.attn(q, k, v, kv_cache, attn_metadata,
+                                kv_cache_written=write is not None)
         return self.o_proj(attn_output)
 
 
