@@ -113,6 +113,12 @@ def cuda_graph_ms(fn: Callable[[], object]) -> float | None:
     return time_ms(graph.replay)
 
 
+def graph_or_wall_ms(fn: Callable[[], object]) -> float:
+    """How the kernel benchmarks time a call: `cuda_graph_ms` on a GPU (the device time a
+    decode step's graph pays), the wall clock (`time_ms`) on a CPU, where only smoke runs go."""
+    return cuda_graph_ms(fn) if torch.cuda.is_available() else time_ms(fn)
+
+
 def copy_bandwidth_gbs(num_bytes: int = 2**30) -> float:
     """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written: the
     memory roofline that bandwidth-bound kernels are held against."""

@@ -19,11 +19,10 @@ import torch
 
 from benchmarks.common import (
     copy_bandwidth_gbs,
-    cuda_graph_ms,
     device_slug,
+    graph_or_wall_ms,
     kernel_benchmark_device,
     print_table,
-    time_ms,
     write_result,
 )
 
@@ -38,9 +37,8 @@ def bench_case(rows: int, dtype_name: str, vocab: int, device: str,
     from minivllm.model_executor.triton_argmax import triton_argmax
 
     x = torch.randn(rows, vocab, device=device).to(getattr(torch, dtype_name))
-    timer = cuda_graph_ms if device == "cuda" else time_ms
-    torch_us = timer(lambda: x.argmax(dim=-1)) * 1e3
-    triton_us = timer(lambda: triton_argmax(x)) * 1e3
+    torch_us = graph_or_wall_ms(lambda: x.argmax(dim=-1)) * 1e3
+    triton_us = graph_or_wall_ms(lambda: triton_argmax(x)) * 1e3
     num_bytes = x.numel() * x.element_size()
     return {"rows": rows, "vocab": vocab, "dtype": dtype_name,
             "torch_us": torch_us, "triton_us": triton_us,

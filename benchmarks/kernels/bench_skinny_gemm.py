@@ -25,11 +25,10 @@ import torch.nn.functional as F
 
 from benchmarks.common import (
     copy_bandwidth_gbs,
-    cuda_graph_ms,
     device_slug,
+    graph_or_wall_ms,
     kernel_benchmark_device,
     print_table,
-    time_ms,
     write_result,
 )
 
@@ -43,14 +42,13 @@ SMOKE = {"shapes": {"narrow": (64, 512, False), "wide": (256, 256, False),
 
 
 def us_per_call(calls: list[Callable[[], object]]) -> float:
-    """Microseconds per call: all calls captured in one CUDA graph and its replays timed
-    (`cuda_graph_ms`); on a CPU (smoke runs) the wall clock of a pass (`time_ms`)."""
+    """Microseconds per call: all calls captured in one CUDA graph and its replays timed; on a
+    CPU (smoke runs) the wall clock of a pass (`graph_or_wall_ms`)."""
     def all_calls() -> None:
         for call in calls:
             call()
 
-    ms = cuda_graph_ms(all_calls) if torch.cuda.is_available() else time_ms(all_calls)
-    return ms * 1e3 / len(calls)
+    return graph_or_wall_ms(all_calls) * 1e3 / len(calls)
 
 
 def bench_shape(name: str, n: int, k: int, silu: bool, rows: int, dtype: torch.dtype,
