@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from minivllm.server import remote
 
 API_KEY = "reliability-key"
@@ -32,35 +30,10 @@ load the checks put on the server is HTTP, scheduling and bookkeeping, not matri
 
 
 @dataclass
-class LiveServer:
+class LiveServer(remote.ServerClient):
+    """The server's clients (`remote.ServerClient`) and its process."""
+
     proc: subprocess.Popen
-    url: str
-    log: Path
-    api_key: str | None
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
-    def http(self, timeout: float = 60) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout)
-
-    def async_http(self, timeout: float = 120, max_connections: int = 100) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
-        return httpx.AsyncClient(base_url=self.url, headers=self.headers(), timeout=timeout,
-                                 limits=limits)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def health(self) -> int | None:
-        return remote.health_status(self.url)
-
-    def metrics(self) -> dict[str, float]:
-        return remote.scrape_metrics(self.url)
-
-    def wait_idle(self, timeout: float = 30.0) -> dict[str, float]:
-        return remote.wait_idle(self.url, timeout)
 
     def completion(self, prompt: str | list[int], max_tokens: int, **extra) -> dict:
         """One greedy completion, checked to succeed: the server still serves."""
@@ -78,7 +51,7 @@ def start_server(extra_args: list[str], log: Path, api_key: str | None = API_KEY
     if api_key:
         args += ["--api-key", api_key]
     proc, url = remote.launch_server(args, log, STARTUP_TIMEOUT_S, env)
-    return LiveServer(proc, url, log, api_key)
+    return LiveServer(url, api_key, log, proc)
 
 
 def stop_server(server: LiveServer) -> int:

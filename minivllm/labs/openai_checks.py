@@ -15,12 +15,12 @@ forgives some breaches, e.g. a missing `data: [DONE]`):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from minivllm.labs.server_harness import API_KEY, RunningServer
+from minivllm.server.remote import ServerClient
 
 
 class ProtocolError(AssertionError):
@@ -135,11 +135,12 @@ def summarize_stream(stream: EventStream, chat: bool) -> dict[str, Any]:
             "usage": usage}
 
 
-def send(server: RunningServer, request: dict[str, Any]) -> dict[str, Any]:
+def send(server: ServerClient, request: dict[str, Any]) -> dict[str, Any]:
     """Send a stored request and summarize the answer. `kind` says what to expect: `json` a
     200 response, `stream` an event stream, `error` an error envelope. `raw` sends a body
     as it is (malformed JSON); `auth: false` leaves the API key out."""
-    with server.http(api_key=None if request.get("auth") is False else API_KEY) as http:
+    client = replace(server, api_key=None) if request.get("auth") is False else server
+    with client.http() as http:
         if request["kind"] == "stream":
             stream = post_stream(http, request["path"], request["body"])
             return summarize_stream(stream, chat=request["path"].endswith("chat/completions"))

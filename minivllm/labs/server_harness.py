@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from minivllm.server.remote import launch_server, stop_server
+from minivllm.server.remote import ServerClient, launch_server, stop_server
 
 API_KEY = "lab4-key"
 MODEL_NAME = "tiny"
@@ -32,27 +29,11 @@ SERVER_ARGS = ["--model", "random:tiny-llama", "--served-model-name", MODEL_NAME
                "--scheduler", "static", "--attention", "torch"]
 
 
-@dataclass
-class RunningServer:
-    url: str
-    log: Path
-
-    def http(self, api_key: str | None = API_KEY) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def openai(self):
-        import openai
-
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=API_KEY, max_retries=0,
-                             timeout=60)
-
-
 @contextmanager
-def running_server(log: Path) -> Iterator[RunningServer]:
+def running_server(log: Path) -> Iterator[ServerClient]:
     """Start the server, wait until /health answers, stop it (SIGINT) on exit."""
     proc, url = launch_server(["--host", "127.0.0.1", *SERVER_ARGS], log, STARTUP_TIMEOUT_S)
     try:
-        yield RunningServer(url, log)
+        yield ServerClient(url, API_KEY, log)
     finally:
         stop_server(proc, timeout=20)

@@ -1,8 +1,9 @@
 """`python -m minivllm.server` as a child process, driven from outside as a client would.
 
-The lab-4 grader, the server tests and the reliability benchmarks all need the same three
-things: start the real server on loopback, know when it is ready, and read its `/metrics`. This
-module is that shared piece, as `RemoteOpenAIServer` in vLLM's `tests/utils.py` is for vLLM's
+The lab-4 grader, the server tests and the reliability benchmarks all need the same four
+things: start the real server on loopback, know when it is ready, talk to it as a client would
+(`ServerClient`: httpx or the `openai` package, with the API key), and read its `/metrics`.
+This module is that shared piece, as `RemoteOpenAIServer` in vLLM's `tests/utils.py` is for vLLM's
 tests. `--port 0` lets the OS pick a free port; the server logs the URL it listens on, and the
 launcher reads it from the log.
 """
@@ -15,10 +16,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    import openai
 
 LISTENING = re.compile(r"API server on (http://\S+)")
 """The start-up log line that carries the URL (`api_server.run_server` writes it)."""
@@ -113,3 +119,53 @@ def wait_idle(url: str, timeout: float = 30.0) -> dict[str, float]:
         if idle or time.monotonic() > deadline:
             return m
         time.sleep(0.1)
+
+
+@dataclass
+class ServerClient:
+    """A started server, as its clients see it: the URL, the API key they send (None: none)
+    and the log the server writes. `dataclasses.replace(client, api_key=None)` is the same
+    server seen by a client without a key."""
+
+    url: str
+    api_key: str | None
+    log: Path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def http(self, timeout: float = 60, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout,
+                            **kwargs)
+
+    def async_http(self, timeout: float = 120, max_connections: int = 100) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
+        return httpx.AsyncClient(base_url=self.url, headers=self.headers(), timeout=timeout,
+                                 limits=limits)
+
+    def openai(self, timeout: float = 60) -> openai.OpenAI:
+        """The official `openai` client (imported here: only tests and graders need it), with
+        retries off so that every error reaches the caller."""
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.api_key or "none",
+                             max_retries=0, timeout=timeout)
+
+    def async_openai(self, timeout: float = 120) -> openai.AsyncOpenAI:
+        import openai
+
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=self.api_key or "none",
+                                  max_retries=0, timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def health(self) -> int | None:
+        return health_status(self.url)
+
+    def metrics(self) -> dict[str, float]:
+        return scrape_metrics(self.url)
+
+    def wait_idle(self, timeout: float = 30.0) -> dict[str, float]:
+        return wait_idle(self.url, timeout)

@@ -1,5 +1,7 @@
 """Errors come in OpenAI's envelope with vLLM's status codes, and never take the server down."""
 
+from dataclasses import replace
+
 import httpx
 import openai
 import pytest
@@ -108,7 +110,7 @@ def test_api_key_guards_v1_only(server):
 
 
 def test_openai_client_with_a_wrong_key(server):
-    bad = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+    bad = replace(server, api_key="wrong").openai()
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
 

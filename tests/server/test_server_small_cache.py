@@ -7,7 +7,6 @@ starts, as the engine would. Several long requests at once must preempt.
 
 import asyncio
 
-import httpx
 import pytest
 from server_utils import Server, start_server
 
@@ -72,7 +71,7 @@ def test_requests_that_outgrow_the_cache_are_preempted_and_all_finish(small):
     before = small.wait_idle()
 
     async def run() -> list[dict]:
-        async with httpx.AsyncClient(base_url=small.url, timeout=300) as http:
+        async with small.async_http(timeout=300) as http:
             responses = await asyncio.gather(*(http.post("/v1/completions", json={
                 "prompt": f"Story number {i}:", "max_tokens": 48, "ignore_eos": True})
                 for i in range(4)))

@@ -159,8 +159,7 @@ def test_bad_requests_do_not_disturb_a_running_one(server, client: openai.OpenAI
                                          temperature=0).choices[0].text
 
     async def run() -> str:
-        async with httpx.AsyncClient(base_url=server.url, headers=server.headers(),
-                                     timeout=60) as http:
+        async with server.async_http(timeout=60) as http:
             async def good() -> str:
                 text = ""
                 async with http.stream("POST", "/v1/completions", json={
