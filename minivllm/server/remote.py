@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -145,18 +145,21 @@ class ServerClient:
                                  limits=limits)
 
     def openai(self, timeout: float = 60) -> openai.OpenAI:
-        """The official `openai` client (imported here: only tests and graders need it), with
-        retries off so that every error reaches the caller."""
+        """The official `openai` client (imported here: only tests and graders need it)."""
         import openai
 
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.api_key or "none",
-                             max_retries=0, timeout=timeout)
+        return openai.OpenAI(**self._openai_options(timeout))
 
     def async_openai(self, timeout: float = 120) -> openai.AsyncOpenAI:
         import openai
 
-        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=self.api_key or "none",
-                                  max_retries=0, timeout=timeout)
+        return openai.AsyncOpenAI(**self._openai_options(timeout))
+
+    def _openai_options(self, timeout: float) -> dict[str, Any]:
+        """What both openai clients are built with: this server's /v1 and key, and retries
+        off so that every error reaches the caller."""
+        return {"base_url": f"{self.url}/v1", "api_key": self.api_key or "none",
+                "max_retries": 0, "timeout": timeout}
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
