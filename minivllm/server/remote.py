@@ -134,9 +134,8 @@ class ServerClient:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def http(self, timeout: float = 60, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout,
-                            **kwargs)
+    def http(self, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout)
 
     def async_http(self, timeout: float = 120, max_connections: int = 100) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=max_connections,
