@@ -68,20 +68,23 @@ def figure(name: str) -> Callable[[Callable[[], Figure]], Callable[[], Figure]]:
 
 
 # -- the benchmark records ------------------------------------------------------------------------
-def load_result(prefix: str) -> tuple[dict, Path]:
-    """The best record `benchmarks/results/<prefix>*.json`: GPU over CPU, a full run over a
-    smoke run, then the newest."""
-    paths = sorted(RESULTS.glob(f"{prefix}*.json"))
-    if not paths:
-        raise FileNotFoundError(f"no benchmarks/results/{prefix}*.json")
+def load_result(benchmark: str) -> tuple[dict, Path]:
+    """The best record of `benchmark` in `benchmarks/results/<benchmark>*.json` (the prefix
+    alone would also match `decode_step_ab_*`): GPU over CPU, a full run over a smoke run,
+    then the newest."""
+    records = {path: json.loads(path.read_text())
+               for path in sorted(RESULTS.glob(f"{benchmark}*.json"))}
+    records = {path: r for path, r in records.items() if r.get("benchmark") == benchmark}
+    if not records:
+        raise FileNotFoundError(f"no {benchmark} record in benchmarks/results/")
 
     def rank(path: Path) -> tuple:
-        record = json.loads(path.read_text())
+        record = records[path]
         smoke = bool(record.get("config", {}).get("smoke")) or "smoke" in path.stem
         return (record.get("device") == "cuda", not smoke, record.get("date", ""))
 
-    best = max(paths, key=rank)
-    return json.loads(best.read_text()), best
+    best = max(records, key=rank)
+    return records[best], best
 
 
 def describe(record: dict, path: Path | None = None) -> str:

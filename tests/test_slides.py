@@ -16,6 +16,7 @@ Commands are the ```bash blocks of the decks; the tag after `bash` says how to c
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -243,3 +244,16 @@ def test_client_command_against_the_server(block, servers: _Servers) -> None:
     assert result.returncode == 0, f"{block.name}:\n{command}\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{block.name}: printed nothing"
     assert '"error"' not in result.stdout, f"{block.name}: {result.stdout}"
+
+
+def test_figures_read_the_record_of_their_own_benchmark(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`decode_step*.json` also matches the A/B records, which the decode figures cannot read."""
+    make_figures = _load("make_figures", ROOT / "scripts" / "make_figures.py")
+    monkeypatch.setattr(make_figures, "RESULTS", tmp_path)
+    for name, benchmark, date in (("decode_step_gpu", "decode_step", "2026-12-01"),
+                                  ("decode_step_ab_gpu", "decode_step_ab", "2026-12-07")):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"benchmark": benchmark, "device": "cuda", "date": date}))
+    record, path = make_figures.load_result("decode_step")
+    assert path.name == "decode_step_gpu.json" and record["benchmark"] == "decode_step"

@@ -12,6 +12,8 @@ fraction of the roofline, twice:
 
     python -m benchmarks.decode_step.bench_decode_step            # H100 run
     python -m benchmarks.decode_step.bench_decode_step --smoke    # tiny CPU run (CI)
+
+`ab_decode_step` runs the same measurement for two trees in turn, to judge a change.
 """
 
 from __future__ import annotations
@@ -69,8 +71,36 @@ def time_steps(llm: LLM, out: SchedulerOutput, iters: int,
     return one_at_a_time, overlapped
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Decode-step time vs roofline")
+def bytes_read(llm: LLM) -> tuple[int, int]:
+    """What a decode step must read: every weight once, plus KV bytes per token of context."""
+    runner = llm.llm_engine.model_runner
+    weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    return weight_bytes, runner.kv_cache_spec.bytes_per_token
+
+
+def measure(llm: LLM, batch_sizes: list[int], contexts: list[int], iters: int, repeats: int,
+            bandwidth_gbs: float) -> list[dict]:
+    """One row per (context, batch): the median step times, every run, and the roofline."""
+    weight_bytes, kv_per_token = bytes_read(llm)
+    rows = []
+    for context in contexts:
+        for batch in batch_sizes:
+            out = synthetic_decode_batch(llm, batch, context)
+            runs, overlapped_runs = time_steps(llm, out, iters, repeats)
+            ms, overlapped_ms = statistics.median(runs), statistics.median(overlapped_runs)
+            floor_ms = (weight_bytes + batch * context * kv_per_token) / bandwidth_gbs * 1e-6
+            rows.append({"batch": batch, "context": context, "step_ms": ms,
+                         "roofline_ms": floor_ms, "fraction_of_roofline": floor_ms / ms,
+                         "tok_s": batch / ms * 1e3, "overlapped_step_ms": overlapped_ms,
+                         "overlapped_fraction_of_roofline": floor_ms / overlapped_ms,
+                         "step_ms_runs": runs, "overlapped_step_ms_runs": overlapped_runs})
+            for s in out.scheduled:
+                llm.llm_engine.kv_cache_manager.free(s.seq)
+    return rows
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The model, batch sizes, contexts and run counts (also `ab_decode_step`'s)."""
     parser.add_argument("--model", default="random:qwen3-0.6b")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 64, 128, 256])
     parser.add_argument("--contexts", type=int, nargs="+", default=[512, 2048])
@@ -81,31 +111,26 @@ def main() -> None:
     if args.smoke:
         args.model, args.batch_sizes, args.contexts, args.iters, args.repeats = (
             "random:tiny-llama", [1, 4], [32], 2, 1)
-    max_len = max(args.contexts) + 16
-    llm = LLM(args.model, max_model_len=max_len, max_num_seqs=max(args.batch_sizes))
-    runner = llm.llm_engine.model_runner
-    weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
-    kv_per_token = runner.kv_cache_spec.bytes_per_token
-    bandwidth = copy_bandwidth_gbs() * 1e9
-    rows = []
-    for context in args.contexts:
-        for batch in args.batch_sizes:
-            out = synthetic_decode_batch(llm, batch, context)
-            runs, overlapped_runs = time_steps(llm, out, args.iters, args.repeats)
-            ms, overlapped_ms = statistics.median(runs), statistics.median(overlapped_runs)
-            floor_ms = (weight_bytes + batch * context * kv_per_token) / bandwidth * 1e3
-            rows.append({"batch": batch, "context": context, "step_ms": ms,
-                         "roofline_ms": floor_ms, "fraction_of_roofline": floor_ms / ms,
-                         "tok_s": batch / ms * 1e3, "overlapped_step_ms": overlapped_ms,
-                         "overlapped_fraction_of_roofline": floor_ms / overlapped_ms,
-                         "step_ms_runs": runs, "overlapped_step_ms_runs": overlapped_runs})
-            for s in out.scheduled:
-                llm.llm_engine.kv_cache_manager.free(s.seq)
+    return args
+
+
+def build_llm(args: argparse.Namespace) -> LLM:
+    return LLM(args.model, max_model_len=max(args.contexts) + 16,
+               max_num_seqs=max(args.batch_sizes))
+
+
+def main() -> None:
+    args = parse_args(argparse.ArgumentParser(description="Decode-step time vs roofline"))
+    llm = build_llm(args)
+    weight_bytes, kv_per_token = bytes_read(llm)
+    bandwidth_gbs = copy_bandwidth_gbs()
+    rows = measure(llm, args.batch_sizes, args.contexts, args.iters, args.repeats,
+                   bandwidth_gbs)
     record = {"benchmark": "decode_step",
               "config": {**vars(args), "weight_bytes": weight_bytes,
                          "kv_bytes_per_token": kv_per_token,
-                         "cuda_graphs": runner.cuda_graphs is not None},
-              "figures": {"bandwidth_gbs": bandwidth / 1e9, "rows": rows}}
+                         "cuda_graphs": llm.llm_engine.model_runner.cuda_graphs is not None},
+              "figures": {"bandwidth_gbs": bandwidth_gbs, "rows": rows}}
     path = write_result(f"decode_step_{'smoke' if args.smoke else device_slug()}", record)
     print_table(rows, ["batch", "context", "step_ms", "overlapped_step_ms", "roofline_ms",
                        "fraction_of_roofline", "overlapped_fraction_of_roofline"])
