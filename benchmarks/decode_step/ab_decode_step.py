@@ -38,8 +38,7 @@ def run_worker(args: argparse.Namespace) -> None:
     import minivllm
 
     torch.manual_seed(0)  # the same random weights in both trees
-    rows = measure(build_llm(args), args.batch_sizes, args.contexts, args.iters, args.repeats,
-                   args.bandwidth_gbs)
+    rows = measure(build_llm(args), args, args.bandwidth_gbs)
     print(ROWS_PREFIX + json.dumps({"package": minivllm.__file__, "rows": rows}), flush=True)
 
 

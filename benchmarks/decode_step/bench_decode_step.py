@@ -78,15 +78,15 @@ def bytes_read(llm: LLM) -> tuple[int, int]:
     return weight_bytes, runner.kv_cache_spec.bytes_per_token
 
 
-def measure(llm: LLM, batch_sizes: list[int], contexts: list[int], iters: int, repeats: int,
-            bandwidth_gbs: float) -> list[dict]:
-    """One row per (context, batch): the median step times, every run, and the roofline."""
+def measure(llm: LLM, args: argparse.Namespace, bandwidth_gbs: float) -> list[dict]:
+    """One row per (context, batch) of `args`: the median step times, every run, and the
+    roofline."""
     weight_bytes, kv_per_token = bytes_read(llm)
     rows = []
-    for context in contexts:
-        for batch in batch_sizes:
+    for context in args.contexts:
+        for batch in args.batch_sizes:
             out = synthetic_decode_batch(llm, batch, context)
-            runs, overlapped_runs = time_steps(llm, out, iters, repeats)
+            runs, overlapped_runs = time_steps(llm, out, args.iters, args.repeats)
             ms, overlapped_ms = statistics.median(runs), statistics.median(overlapped_runs)
             floor_ms = (weight_bytes + batch * context * kv_per_token) / bandwidth_gbs * 1e-6
             rows.append({"batch": batch, "context": context, "step_ms": ms,
@@ -124,8 +124,7 @@ def main() -> None:
     llm = build_llm(args)
     weight_bytes, kv_per_token = bytes_read(llm)
     bandwidth_gbs = copy_bandwidth_gbs()
-    rows = measure(llm, args.batch_sizes, args.contexts, args.iters, args.repeats,
-                   bandwidth_gbs)
+    rows = measure(llm, args, bandwidth_gbs)
     record = {"benchmark": "decode_step",
               "config": {**vars(args), "weight_bytes": weight_bytes,
                          "kv_bytes_per_token": kv_per_token,
