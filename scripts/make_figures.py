@@ -12,7 +12,7 @@ which in its bottom line:
   an NVIDIA H100, the KV-memory simulation, CPU runs). Where a benchmark has several records,
   a GPU record wins over a CPU one and a full run over a smoke run;
 - small runs of minivllm itself on the CPU, made here (tiny random models, the scheduler's own
-  trace), drawn with the notebooks' helpers in `minivllm/viz.py`.
+  trace), drawn with the notebooks' helpers in `minivllm/viz/`.
 
 Captures: a deck may put `<!-- capture: NAME -->` right before a fenced block; the block is
 then replaced with what the closest `bash server` or `bash client` block above it prints,

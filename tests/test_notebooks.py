@@ -4,7 +4,7 @@ Every `notebooks/labN_*.ipynb` is executed with nbclient in the `python3` kernel
 from the `labs` extra), in the notebooks folder, with this checkout first on PYTHONPATH. A cell
 that raises fails the test, and every notebook must draw at least one figure. On a CPU the
 notebooks pick tiny workloads by themselves (`MINIVLLM_NOTEBOOK_SMALL` defaults to 1 without a
-GPU, see `minivllm/viz.py`); all six take a few minutes on a 2-core machine.
+GPU, see `minivllm/viz/workload.py`); all six take a few minutes on a 2-core machine.
 
 On a GPU the same tests run the notebooks with their GPU settings (`random:qwen3-0.6b`, bigger
 workloads, compiled Triton kernels, the bandwidth roofline):
