@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from minivllm.core.kv_cache_manager import KVCacheManager, cdiv
 from minivllm.sequence import Sequence
-from minivllm.viz.style import FREE_COLOR, _lighten, seq_color
+from minivllm.viz.style import FREE_COLOR, lighten, seq_color
 from minivllm.viz.workload import EngineRun
 
 
@@ -67,10 +67,10 @@ def plot_kv_blocks(manager: KVCacheManager, seqs: Seq[Sequence], title: str = ""
             filled = _filled_slots(seq, logical, block_size)
             row, col = divmod(physical, blocks_per_row)
             strip = pool[row, col * block_size:(col + 1) * block_size]
-            strip[:] = _lighten(color)
+            strip[:] = lighten(color)
             strip[:filled] = color
             table_strip = tables[index, logical * block_size:(logical + 1) * block_size]
-            table_strip[:] = _lighten(color)
+            table_strip[:] = lighten(color)
             table_strip[:filled] = color
 
     fig, (ax_tables, ax_pool) = plt.subplots(

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from minivllm.core.scheduler import StepTrace
-from minivllm.viz.style import DECODE_COLOR, PREEMPT_COLOR, PREFILL_COLOR, _lighten
+from minivllm.viz.style import DECODE_COLOR, PREEMPT_COLOR, PREFILL_COLOR, lighten
 from minivllm.viz.workload import EngineRun
 
 
@@ -81,7 +81,7 @@ def plot_latency(runs: dict[str, EngineRun]) -> Figure:
         box = ax.boxplot(data, patch_artist=True)
         ax.set_xticks(range(1, len(names) + 1), names)
         for patch, color in zip(box["boxes"], colors, strict=True):
-            patch.set_facecolor(_lighten(to_rgb(color), 0.4))
+            patch.set_facecolor(lighten(to_rgb(color), 0.4))
         ax.set(ylabel="ms", title=title)
     fig.tight_layout()
     return fig
@@ -120,7 +120,7 @@ def plot_prefix_caching(runs: dict[str, EngineRun]) -> Figure:
         total = np.array([len(o.prompt_token_ids) for o in run.outputs])
         color = plt.get_cmap("tab10")(i)
         ax_tokens.bar(x, total - cached, width, color=color, label=f"{name}: computed")
-        ax_tokens.bar(x, cached, width, bottom=total - cached, color=_lighten(to_rgb(color)),
+        ax_tokens.bar(x, cached, width, bottom=total - cached, color=lighten(to_rgb(color)),
                       edgecolor=color, hatch="//", label=f"{name}: from the cache")
         hit_rate = cached.sum() / total.sum()
         ax_ttft.plot(np.arange(len(run.outputs)), run.ttft() * 1e3, "o-", color=color,

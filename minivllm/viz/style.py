@@ -21,5 +21,6 @@ def seq_color(index: int) -> tuple[float, float, float]:
     return to_rgb(plt.get_cmap("tab10")(index % 10))
 
 
-def _lighten(color: tuple[float, float, float], amount: float = 0.7) -> tuple[float, ...]:
+def lighten(color: tuple[float, float, float], amount: float = 0.7) -> tuple[float, ...]:
+    """`color` moved `amount` of the way to white (empty slots, cached prefix tokens)."""
     return tuple(c + (1.0 - c) * amount for c in color)
