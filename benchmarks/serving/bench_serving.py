@@ -13,6 +13,8 @@ workload as its peer, in one run (what `vllm bench serve` and `vllm bench throug
     # CPU, tiny (about a minute): the embedded SmolLM2
     python -m benchmarks.serving.bench_serving --device cpu --max-model-len 256 \\
         --num-prompts 16 --random-input-len 64 --random-output-len 16 --max-concurrency 8
+    # CPU, a few seconds (what CI runs): the tiny random model
+    python -m benchmarks.serving.bench_serving --smoke
     # GPU
     python -m benchmarks.serving.bench_serving --model random:qwen3-0.6b --num-prompts 256 \\
         --random-input-len 512 --random-output-len 128 --request-rate inf
@@ -174,7 +176,13 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--enable-prefix-caching", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny CPU run (CI): 8 requests of 32 tokens in, 8 out")
     args = parser.parse_args()
+    if args.smoke:
+        args.model, args.device, args.max_model_len, args.result_name = (
+            "random:tiny-llama", "cpu", 256, "serving_smoke")
+        args.num_prompts, args.random_input_len, args.random_output_len = 8, 32, 8
 
     vocab_size = len(get_tokenizer(args.model))
     requests = random_requests(args.num_prompts, args.random_input_len, args.random_output_len,
