@@ -92,6 +92,8 @@ def main() -> None:
                         help="requests given to the transformers peer (0: skip it)")
     parser.add_argument("--hf-timeout", type=float, default=900,
                         help="seconds the transformers peer may take")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="tokens per step (default: the engine's)")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction,
                         default=None, help="default: the engine's (on for CUDA)")
@@ -105,7 +107,8 @@ def main() -> None:
     else:
         in_range, out_range = (100, 1024), (100, 1024)
     llm_kwargs = dict(max_model_len=args.max_model_len, enforce_eager=args.enforce_eager,
-                      async_scheduling=args.async_scheduling)
+                      async_scheduling=args.async_scheduling,
+                      max_num_batched_tokens=args.max_num_batched_tokens)
     record: dict = {"benchmark": "throughput", "config": {**vars(args),
                                                           "input_range": in_range,
                                                           "output_range": out_range}}
@@ -122,6 +125,7 @@ def main() -> None:
 
     llm = LLM(args.model, **llm_kwargs)
     record["config"]["async_scheduling"] = llm.llm_engine.config.async_scheduling
+    record["config"]["max_num_batched_tokens"] = llm.llm_engine.config.max_num_batched_tokens
     warm = random_workload(8, cfg.vocab_size, (16, 64), (16, 64), seed=1)
     run_minivllm(llm, warm)
     ours = run_minivllm(llm, requests)
