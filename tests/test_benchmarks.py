@@ -46,13 +46,18 @@ def run_smoke(module: str, record_name: str, *args: str) -> dict:
     return json.loads(record_path.read_text())
 
 
-def test_throughput_smoke_runs_both_engines_to_the_last_token():
-    record = run_smoke("benchmarks.throughput.bench_throughput", "throughput_smoke")
-    config, figures = record["config"], record["figures"]
+def workload_output_tokens(config: dict) -> int:
+    """The output tokens of the random workload a throughput-style record was run on."""
     vocab = get_model_config(config["model"]).vocab_size
     requests = random_workload(config["num_prompts"], vocab, tuple(config["input_range"]),
                                tuple(config["output_range"]), seed=0)
-    expected = sum(r.output_len for r in requests)
+    return sum(r.output_len for r in requests)
+
+
+def test_throughput_smoke_runs_both_engines_to_the_last_token():
+    record = run_smoke("benchmarks.throughput.bench_throughput", "throughput_smoke")
+    config, figures = record["config"], record["figures"]
+    expected = workload_output_tokens(config)
     assert figures["minivllm"]["output_tokens"] == expected
     assert figures["hf"]["output_tokens"] == expected
     assert figures["hf"]["num_prompts"] == config["num_prompts"]
@@ -160,10 +165,7 @@ def test_prefix_caching_smoke_computes_the_shared_prefix_once():
 def test_tensor_parallel_smoke_generates_every_token_at_both_sizes():
     record = run_smoke("benchmarks.tensor_parallel.bench_tp", "tensor_parallel_smoke")
     config, figures = record["config"], record["figures"]
-    vocab = get_model_config(config["model"]).vocab_size
-    requests = random_workload(config["num_prompts"], vocab, tuple(config["input_range"]),
-                               tuple(config["output_range"]), seed=0)
-    expected = sum(r.output_len for r in requests)
+    expected = workload_output_tokens(config)
     assert config["tp_sizes"] == [1, 2]
     assert figures["tp1"]["output_tokens"] == figures["tp2"]["output_tokens"] == expected
     # Each rank holds half of the KV heads, so the same KV memory holds twice the blocks.
