@@ -39,7 +39,8 @@ def _git_revision() -> str | None:
 
 
 def device_info() -> dict[str, Any]:
-    """Device name and the versions that shape the numbers."""
+    """Device name and the versions that shape the numbers (transformers: the peer's)."""
+    import transformers
     import triton
 
     info: dict[str, Any] = {
@@ -47,6 +48,7 @@ def device_info() -> dict[str, Any]:
         "device_name": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "triton": triton.__version__,
+        "transformers": transformers.__version__,
         "python": platform.python_version(),
         "git_revision": _git_revision(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
