@@ -16,8 +16,7 @@ output lengths uniform in [100, 1024] (seed 0), ignore_eos, max_model_len 4096, 
 Steps carry up to 16384 tokens (`--max-num-batched-tokens`), as in nano-vllm's benchmark and
 vLLM's `LLM` on an H100, not the engine's default (max_model_len, here 4096). Prefill steps run
 eagerly, outside CUDA graphs, so each pays the host time of launching every layer's kernels
-whatever its size; fewer, larger steps pay it fewer times. On one H100 at 476d037, 4096 gave
-17,742 and 19,147 tok/s (prefill steps 1.6 and 1.0 s), 16384 gave 20,350 and 20,411 (0.4 s).
+whatever its size; fewer, larger steps pay it fewer times (the A/B: benchmarks/README.md).
 
     python -m benchmarks.throughput.bench_throughput            # H100 run
     python -m benchmarks.throughput.bench_throughput --smoke    # tiny CPU run, both engines
