@@ -30,7 +30,8 @@ TOLERANCES = {torch.float32: {"atol": 1e-4, "rtol": 1e-4},
         (5, 64, 256, 2, torch.float32, True),  # the bias is added once, after the reduction
         (16, 40, 256, 1, torch.bfloat16, True),  # no split: the program writes y directly
         (MAX_ROWS, 32, 1024, 8, torch.float32, False),
-        (17, 64, 512, 2, torch.bfloat16, True),  # rows padded to 32; slices of 256 in 2 tiles
+        (17, 64, 512, 2, torch.bfloat16, True),  # rows padded to 32; one tile of 256 each
+        (40, 64, 512, 2, torch.bfloat16, True),  # rows padded to 64; slices in 2 tiles
         (2, 48, 768, 3, torch.float32, False),  # a split count that is not a power of two
         (2, 48, 768, 2, torch.float32, True),  # slices of 384: a loop over three tiles
         (3, 1000, 256, 2, torch.bfloat16, False),  # several column tiles, the last one masked
@@ -94,20 +95,24 @@ def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:
 
 
 def test_choose_tiling() -> None:
-    # (BLOCK_N, SPLIT_K, BLOCK_K) on 132 SMs. Qwen3-0.6B: o_proj splits K in 4 slices of 512,
-    # each loaded whole up to 16 rows and a loop over tiles of 128 beyond; down_proj in 4 of
-    # 768, a loop; qkv_proj and gate_up_proj have enough column tiles unsplit, and loop over
-    # K = 1024; gate_up_proj without the activation has so many columns that its tiles widen.
-    assert choose_tiling(1024, 2048, 16, 132) == (32, 4, 512)
-    assert choose_tiling(1024, 2048, 17, 132) == (32, 4, 128)
-    assert choose_tiling(1024, 3072, 1, 132) == (32, 4, 128)
-    assert choose_tiling(4096, 1024, 1, 132) == (32, 1, 128)
-    assert choose_tiling(3072, 1024, 64, 132) == (32, 1, 128)  # gate_up with silu_and_mul
-    assert choose_tiling(6144, 1024, 64, 132) == (64, 1, 128)  # 192 tiles of 32: widened
+    # (BLOCK_N, SPLIT_K, BLOCK_K, num_warps) on 132 SMs. Qwen3-0.6B: o_proj splits K in 4 slices
+    # of 512 and down_proj in 6 of 512, each loaded whole up to 32 rows (with eight warps from
+    # 17) and a loop over tiles of 128 beyond; qkv_proj and gate_up_proj have enough column
+    # tiles unsplit, and loop over K = 1024; gate_up_proj without the activation has so many
+    # columns that its tiles widen.
+    assert choose_tiling(1024, 2048, 16, 132) == (32, 4, 512, 4)
+    assert choose_tiling(1024, 2048, 17, 132) == (32, 4, 512, 8)
+    assert choose_tiling(1024, 2048, 33, 132) == (32, 4, 128, 4)
+    assert choose_tiling(1024, 3072, 1, 132) == (32, 6, 512, 4)
+    assert choose_tiling(1024, 3072, 64, 132) == (32, 4, 128, 4)
+    assert choose_tiling(4096, 1024, 1, 132) == (32, 1, 128, 4)
+    assert choose_tiling(3072, 1024, 64, 132) == (32, 1, 128, 4)  # gate_up with silu_and_mul
+    assert choose_tiling(6144, 1024, 64, 132) == (64, 1, 128, 4)  # 192 tiles of 32: widened
     # Llama-3.2-1B's gate_up_proj with the activation: two tiles of W per program already
-    assert choose_tiling(8192, 2048, 64, 132, silu_and_mul=True) == (32, 1, 128)
-    assert choose_tiling(1024, 256, 1, 132) == (32, 1, 256)  # too short a K to split: one tile
-    assert choose_tiling(512, 4096, 1, 132) == (32, 4, 128)  # at most 4 splits
+    assert choose_tiling(8192, 2048, 64, 132, silu_and_mul=True) == (32, 1, 128, 4)
+    assert choose_tiling(1024, 256, 1, 132) == (32, 1, 256, 4)  # too short a K to split
+    assert choose_tiling(512, 4096, 1, 132) == (32, 8, 512, 4)  # 4 slices of 1024: 8 of 512
+    assert choose_tiling(512, 4096, 64, 132) == (32, 4, 128, 4)  # a loop: at most 4 slices
 
 
 def test_slices_must_be_whole_tiles(randn: Callable[..., torch.Tensor]) -> None:

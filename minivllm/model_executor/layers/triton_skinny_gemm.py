@@ -14,11 +14,12 @@ Here the weight W [N, K] is cut into BLOCK_N output columns times SPLIT_K slices
 program each, enough programs to cover the SMs even when N is small. Program (n, s):
 
 1. loads its [BLOCK_N, K / SPLIT_K] piece of W, in one tile (a piece of up to MAX_BLOCK_K
-   columns, a power of two, at up to 16 rows) or in tiles of MIN_BLOCK_K. The weight is no
-   earlier kernel's output, so with programmatic dependent launch (`triton_utils.use_pdl`)
-   the first tile's load is issued while the previous kernel is still running; only then
-   does the program wait for that kernel (`gdc_wait`) and load the input rows x. Later tiles
-   are a loop, their loads in flight during the math (software pipelining, `num_stages`);
+   columns, a power of two, at up to ONE_TILE_ROWS rows) or in tiles of MIN_BLOCK_K. The
+   weight is no earlier kernel's output, so with programmatic dependent launch
+   (`triton_utils.use_pdl`) the first tile's load is issued while the previous kernel is still
+   running; only then does the program wait for that kernel (`gdc_wait`) and load the input
+   rows x. Later tiles are a loop, their loads in flight during the math (software
+   pipelining, `num_stages`);
 2. multiplies (tensor-core `tl.dot`, the rows padded to a power of two from 16, the smallest M
    it takes; padding costs no memory traffic);
 3. with SPLIT_K > 1, writes its fp32 partial sums to a workspace and adds one to the column
@@ -66,8 +67,11 @@ MAX_ROWS = 64
 cores take): decode steps of up to 64 sequences. On an H200 it beat cuBLAS by 7-25% at 32 and 64
 rows, but at 128 it was slower on three of the four projections."""
 MAX_BLOCK_K = 512
-"""The longest K slice loaded in one piece, at up to 16 rows: [32, 512] of bf16 weights (32 KB)
-and [16, 512] of inputs fit in the registers of four warps. More rows loop over tiles."""
+"""The longest K slice loaded in one piece: [32, 512] of bf16 weights (32 KB) and [16, 512] of
+inputs fit in the registers of four warps, [32, 512] of inputs in those of eight."""
+ONE_TILE_ROWS = 32
+"""The most rows for which a slice is one tile, loaded whole before the wait; more rows loop
+over tiles of MIN_BLOCK_K."""
 MIN_BLOCK_K = 128
 """The tile of the loop over longer slices, and what K must be a multiple of."""
 BLOCK_N = 32
@@ -157,11 +161,12 @@ class Tiling(NamedTuple):
     block_n: int
     split_k: int
     block_k: int
+    num_warps: int
 
 
 def choose_tiling(n: int, k: int, rows: int, num_sms: int,
                   silu_and_mul: bool = False) -> Tiling:
-    """(BLOCK_N, SPLIT_K, BLOCK_K) for n output columns, K = k and x of `rows` rows.
+    """(BLOCK_N, SPLIT_K, BLOCK_K, num_warps) for n output columns, K = k and x of `rows` rows.
 
     Columns in tiles of BLOCK_N, or of twice that when there would be more tiles than SMs (a
     second wave of programs: on an H200, gate_up_proj's 6144 columns at 64 rows took 9.4 us in
@@ -170,15 +175,19 @@ def choose_tiling(n: int, k: int, rows: int, num_sms: int,
     shared memory with tiles of 64 (240 KB of the H200's 227 KB).
 
     Split K in 2 or 4 while there are fewer programs (column tiles times splits) than half the
-    SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to 16 rows, a slice that is a
-    power of two up to MAX_BLOCK_K is one tile, loaded whole before the wait; otherwise the
-    program loops over tiles of MIN_BLOCK_K.
+    SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to ONE_TILE_ROWS rows, a split
+    K takes up to twice as many slices if that makes each a power of two up to MAX_BLOCK_K:
+    such a slice is one tile, loaded whole before the wait. Otherwise the program loops over
+    tiles of MIN_BLOCK_K, and only the first one's load overlaps the previous kernel.
 
-    On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512 (one
-    tile each up to 16 rows); down_proj (1024 x 3072) 32 x 4 slices of 768, six tiles each;
-    qkv_proj (128 tiles) and gate_up_proj with silu_and_mul (96 tiles of both halves) are not
-    split and loop over K = 1024 in 8 tiles. An H200 sweep of tile widths, splits, warps and
-    stages found nothing more than 3% faster for these shapes at 1 to 64 rows."""
+    On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512, and
+    down_proj (1024 x 3072) 32 x 6 slices of 512, one tile each up to 32 rows (32 x 4 slices of
+    768 in six tiles beyond); qkv_proj (128 tiles) and gate_up_proj with silu_and_mul (96 tiles
+    of both halves) are not split and loop over K = 1024 in 8 tiles. On an H100, whole slices
+    took down_proj from 5.9 to 5.1 us at 16 rows and o_proj from 5.0 to 4.3 at 32 (a sweep of
+    tilings, each alone in a CUDA graph); in whole decode steps, batch 1 gained 0.7% and 32 2.1%
+    (benchmarks/README.md). The sweep found nothing better for qkv_proj and gate_up_proj, nor at
+    64 rows."""
     widen = triton.cdiv(n, BLOCK_N) > num_sms and not silu_and_mul
     block_n = 2 * BLOCK_N if widen else BLOCK_N
     tiles = triton.cdiv(n, block_n)
@@ -186,12 +195,32 @@ def choose_tiling(n: int, k: int, rows: int, num_sms: int,
     while (2 * tiles * split_k < num_sms and split_k < 4
            and k % (2 * split_k * MIN_BLOCK_K) == 0 and k // (2 * split_k) >= 2 * MIN_BLOCK_K):
         split_k *= 2
-    return Tiling(block_n, split_k, _block_k(k // split_k, rows))
+    if split_k > 1 and rows <= ONE_TILE_ROWS:
+        split_k = _one_tile_split(k, split_k)
+    return _tiling(block_n, split_k, k, rows)
 
 
-def _block_k(k_slice: int, rows: int) -> int:
-    one_tile = k_slice & (k_slice - 1) == 0 and k_slice <= MAX_BLOCK_K and rows <= 16
-    return k_slice if one_tile else MIN_BLOCK_K
+def _one_tile_split(k: int, split_k: int) -> int:
+    """The fewest slices, from split_k to twice that, that make each slice one tile (a power of
+    two up to MAX_BLOCK_K): down_proj's K = 3072 in 6 slices of 512 rather than 4 of 768, so
+    every program loads its whole slice before the wait; split_k if none does."""
+    for s in range(split_k, 2 * split_k + 1):
+        if k % s == 0 and _is_one_tile(k // s):
+            return s
+    return split_k
+
+
+def _is_one_tile(k_slice: int) -> bool:
+    return k_slice & (k_slice - 1) == 0 and MIN_BLOCK_K <= k_slice <= MAX_BLOCK_K
+
+
+def _tiling(block_n: int, split_k: int, k: int, rows: int) -> Tiling:
+    """The tiling with K in split_k slices: one tile per slice where it fits (eight warps
+    from 17 rows, to hold the larger input tile), else tiles of MIN_BLOCK_K."""
+    k_slice = k // split_k
+    if _is_one_tile(k_slice) and rows <= ONE_TILE_ROWS:
+        return Tiling(block_n, split_k, k_slice, 4 if rows <= 16 else 8)
+    return Tiling(block_n, split_k, MIN_BLOCK_K, 4)
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -219,7 +248,7 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         if k % (split_k * MIN_BLOCK_K):
             raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of "
                              f"{MIN_BLOCK_K}")
-        tiling = tiling._replace(split_k=split_k, block_k=_block_k(k // split_k, m))
+        tiling = _tiling(tiling.block_n, split_k, k, m)
     return _launch(x, weight, bias, n, tiling, silu_and_mul)
 
 
@@ -227,7 +256,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n:
             tiling: Tiling, silu_and_mul: bool) -> torch.Tensor:
     """Run the kernel on n output columns with the given tiling."""
     m, k = x.shape
-    block_n, split_k, block_k = tiling
+    block_n, split_k, block_k, num_warps = tiling
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     workspace = (torch.empty(split_k, 1 + silu_and_mul, m, n, dtype=torch.float32,
                              device=x.device) if split_k > 1 else y)
@@ -238,7 +267,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n:
         HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul,
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
         NUM_TILES=k // split_k // block_k, SPLIT_K=split_k, DOT_DTYPE=dot_dtype(x.dtype),
-        USE_PDL=pdl, num_warps=4, num_stages=4, launch_pdl=pdl)
+        USE_PDL=pdl, num_warps=num_warps, num_stages=4, launch_pdl=pdl)
     return y
 
 
