@@ -186,8 +186,8 @@ def choose_tiling(n: int, k: int, rows: int, num_sms: int,
     of both halves) are not split and loop over K = 1024 in 8 tiles. On an H100, whole slices
     took down_proj from 5.9 to 5.1 us at 16 rows and o_proj from 5.0 to 4.3 at 32 (a sweep of
     tilings, each alone in a CUDA graph); in whole decode steps, batch 1 gained 0.7% and 32 2.1%
-    (benchmarks/README.md). The sweep found nothing better for qkv_proj and gate_up_proj, nor at
-    64 rows."""
+    (benchmarks/README.md). At 64 rows whole slices helped o_proj but not down_proj, and the
+    sweep found nothing better for qkv_proj and gate_up_proj."""
     widen = triton.cdiv(n, BLOCK_N) > num_sms and not silu_and_mul
     block_n = 2 * BLOCK_N if widen else BLOCK_N
     tiles = triton.cdiv(n, block_n)
