@@ -183,11 +183,9 @@ def choose_tiling(n: int, k: int, rows: int, num_sms: int,
     On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512, and
     down_proj (1024 x 3072) 32 x 6 slices of 512, one tile each up to 32 rows (32 x 4 slices of
     768 in six tiles beyond); qkv_proj (128 tiles) and gate_up_proj with silu_and_mul (96 tiles
-    of both halves) are not split and loop over K = 1024 in 8 tiles. On an H100, whole slices
-    took down_proj from 5.9 to 5.1 us at 16 rows and o_proj from 5.0 to 4.3 at 32 (a sweep of
-    tilings, each alone in a CUDA graph); in whole decode steps, batch 1 gained 0.7% and 32 2.1%
-    (benchmarks/README.md). At 64 rows whole slices helped o_proj but not down_proj, and the
-    sweep found nothing better for qkv_proj and gate_up_proj."""
+    of both halves) are not split and loop over K = 1024 in 8 tiles. Why whole slices, and up
+    to 32 rows: the H100 sweep of tilings and the decode-step A/B in benchmarks/README.md
+    ("Whole weight slices before the wait")."""
     widen = triton.cdiv(n, BLOCK_N) > num_sms and not silu_and_mul
     block_n = 2 * BLOCK_N if widen else BLOCK_N
     tiles = triton.cdiv(n, block_n)
