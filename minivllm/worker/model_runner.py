@@ -93,22 +93,36 @@ class SampleResult:
 class AsyncModelRunnerOutput:
     """A step's sampled tokens on their way to the host (vLLM v1's `AsyncModelRunnerOutput`).
 
-    The copy to the host is queued behind the step's kernels, into page-locked memory, so
-    launching a step never waits for the GPU; `get_output()` waits for that copy alone (the
-    step's one device-to-host transfer, plus the logprobs when asked for)."""
+    The copy to the host waits for the sampler, into page-locked memory, so launching a step
+    never waits for the GPU; `get_output()` waits for that copy alone (the step's one
+    device-to-host transfer, plus the logprobs when asked for).
 
-    def __init__(self, seqs: list[Sequence], sampled: SamplerOutput | None) -> None:
+    On CUDA the copy runs on a stream of its own (`copy_stream`, vLLM's
+    `async_output_copy_stream`). On the compute stream it would sit between this step's sampler
+    and the next step's input copy and graph, which need only the sampled ids on the device:
+    every step would wait for a transfer to the host that only the host waits for."""
+
+    def __init__(self, seqs: list[Sequence], sampled: SamplerOutput | None,
+                 copy_stream: torch.cuda.Stream | None = None) -> None:
         self.seqs = seqs
         self.sampled_token_ids = None if sampled is None else sampled.sampled_token_ids
         """On the device: where the next step's placeholder tokens are read from."""
         tensors = [] if sampled is None else [sampled.sampled_token_ids]
         if sampled is not None and sampled.logprobs is not None:
             tensors += [sampled.logprob_token_ids, sampled.logprobs, sampled.sampled_token_ranks]
-        self._host = [t.to("cpu", non_blocking=True) for t in tensors]
         self._copied = None
-        if tensors and tensors[0].is_cuda:
-            self._copied = torch.cuda.Event()
-            self._copied.record()
+        if tensors and copy_stream is not None:
+            copy_stream.wait_stream(torch.cuda.current_stream())  # for the sampler
+            with torch.cuda.stream(copy_stream):
+                self._host = [t.to("cpu", non_blocking=True) for t in tensors]
+                self._copied = torch.cuda.Event()
+                self._copied.record()
+            # The compute stream may reuse the tensors' memory once they are freed: keep them
+            # until the copy has read them.
+            self._device: list[torch.Tensor] | None = tensors
+        else:
+            self._host = [t.to("cpu", non_blocking=True) for t in tensors]
+            self._device = None
         self._results: list[SampleResult] | None = None
 
     @functools.cached_property
@@ -121,6 +135,7 @@ class AsyncModelRunnerOutput:
         if self._results is None:
             if self._copied is not None:
                 self._copied.synchronize()
+                self._device = None
             self._results = self._to_results()
         return self._results
 
@@ -152,6 +167,9 @@ class ModelRunner:
         """Steps with prefills are padded to a multiple of this many tokens."""
         self.max_blocks_per_seq = cdiv(config.max_model_len, config.block_size)
         self.input_buffers = InputBuffers(self.input_buffer_bytes(), self.device)
+        self.output_copy_stream = (torch.cuda.Stream(self.device) if self.device.type == "cuda"
+                                   else None)
+        """Where sampled tokens are copied to the host (`AsyncModelRunnerOutput`)."""
         self.prev_output: AsyncModelRunnerOutput | None = None
         """The last step's output: its sampled tokens feed the next step's placeholders (vLLM:
         `prev_sampled_token_ids`)."""
@@ -400,5 +418,6 @@ class ModelRunner:
         if logits is None:  # a tensor-parallel worker: it sent its slice to the driver
             return AsyncModelRunnerOutput([], None)
         md = SamplingMetadata.from_sequences(seqs, self.vocab_size, self.device)
-        self.prev_output = AsyncModelRunnerOutput(seqs, self.sampler(logits, md))
+        self.prev_output = AsyncModelRunnerOutput(seqs, self.sampler(logits, md),
+                                                  self.output_copy_stream)
         return self.prev_output
