@@ -14,7 +14,7 @@ Here the weight W [N, K] is cut into BLOCK_N output columns times SPLIT_K slices
 program each, enough programs to cover the SMs even when N is small. Program (n, s):
 
 1. loads its [BLOCK_N, K / SPLIT_K] piece of W, in one tile (a piece of up to MAX_BLOCK_K
-   columns, a power of two) or in tiles of MIN_BLOCK_K. The
+   columns, a power of two, at up to ONE_TILE_ROWS rows) or in tiles of MIN_BLOCK_K. The
    weight is no earlier kernel's output, so with programmatic dependent launch
    (`triton_utils.use_pdl`) the first tile's load is issued while the previous kernel is still
    running; only then does the program wait for that kernel (`gdc_wait`) and load the input
@@ -68,10 +68,10 @@ cores take): decode steps of up to 64 sequences. On an H200 it beat cuBLAS by 7-
 rows, but at 128 it was slower on three of the four projections."""
 MAX_BLOCK_K = 512
 """The longest K slice loaded in one piece: [32, 512] of bf16 weights (32 KB) and [16, 512] of
-inputs fit in the registers of four warps, [64, 512] of inputs in those of eight."""
-EXTRA_SPLIT_ROWS = 32
-"""The most rows for which K is cut into extra slices to make each one tile (`choose_tiling`);
-with more, a slice is one tile only where the split already makes it so."""
+inputs fit in the registers of four warps, [32, 512] of inputs in those of eight."""
+ONE_TILE_ROWS = 32
+"""The most rows for which a slice is one tile, loaded whole before the wait; more rows loop
+over tiles of MIN_BLOCK_K."""
 MIN_BLOCK_K = 128
 """The tile of the loop over longer slices, and what K must be a multiple of."""
 BLOCK_N = 32
@@ -175,17 +175,17 @@ def choose_tiling(n: int, k: int, rows: int, num_sms: int,
     shared memory with tiles of 64 (240 KB of the H200's 227 KB).
 
     Split K in 2 or 4 while there are fewer programs (column tiles times splits) than half the
-    SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to EXTRA_SPLIT_ROWS rows, a
-    split K takes up to twice as many slices if that makes each a power of two up to
-    MAX_BLOCK_K. Such a slice is one tile, loaded whole before the wait. Otherwise the program
-    loops over tiles of MIN_BLOCK_K, and only the first one's load overlaps the previous kernel.
+    SMs, each split keeping at least two tiles of MIN_BLOCK_K. Up to ONE_TILE_ROWS rows, a split
+    K takes up to twice as many slices if that makes each a power of two up to MAX_BLOCK_K:
+    such a slice is one tile, loaded whole before the wait. Otherwise the program loops over
+    tiles of MIN_BLOCK_K, and only the first one's load overlaps the previous kernel.
 
-    On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512, one
-    tile each; down_proj (1024 x 3072) 32 x 6 slices of 512, one tile each, up to 32 rows, and
-    32 x 4 slices of 768 in six tiles beyond; qkv_proj (128 tiles) and gate_up_proj with
-    silu_and_mul (96 tiles of both halves) are not split and loop over K = 1024 in 8 tiles. Why
-    whole slices, and extra ones only up to 32 rows: the H100 sweep of tilings and the
-    decode-step A/Bs in benchmarks/README.md ("Whole weight slices before the wait")."""
+    On 132 SMs, Qwen3-0.6B's o_proj (1024 x 2048) runs 32 column tiles x 4 slices of 512, and
+    down_proj (1024 x 3072) 32 x 6 slices of 512, one tile each up to 32 rows (32 x 4 slices of
+    768 in six tiles beyond); qkv_proj (128 tiles) and gate_up_proj with silu_and_mul (96 tiles
+    of both halves) are not split and loop over K = 1024 in 8 tiles. Why whole slices, and up
+    to 32 rows: the H100 sweep of tilings and the decode-step A/B in benchmarks/README.md
+    ("Whole weight slices before the wait")."""
     widen = triton.cdiv(n, BLOCK_N) > num_sms and not silu_and_mul
     block_n = 2 * BLOCK_N if widen else BLOCK_N
     tiles = triton.cdiv(n, block_n)
@@ -193,7 +193,7 @@ def choose_tiling(n: int, k: int, rows: int, num_sms: int,
     while (2 * tiles * split_k < num_sms and split_k < 4
            and k % (2 * split_k * MIN_BLOCK_K) == 0 and k // (2 * split_k) >= 2 * MIN_BLOCK_K):
         split_k *= 2
-    if split_k > 1 and rows <= EXTRA_SPLIT_ROWS:
+    if split_k > 1 and rows <= ONE_TILE_ROWS:
         split_k = _one_tile_split(k, split_k)
     return _tiling(block_n, split_k, k, rows)
 
@@ -216,7 +216,7 @@ def _tiling(block_n: int, split_k: int, k: int, rows: int) -> Tiling:
     """The tiling with K in split_k slices: one tile per slice where it fits (eight warps
     from 17 rows, to hold the larger input tile), else tiles of MIN_BLOCK_K."""
     k_slice = k // split_k
-    if _is_one_tile(k_slice):
+    if _is_one_tile(k_slice) and rows <= ONE_TILE_ROWS:
         return Tiling(block_n, split_k, k_slice, 4 if rows <= 16 else 8)
     return Tiling(block_n, split_k, MIN_BLOCK_K, 4)
 
