@@ -17,10 +17,15 @@ Both are allocated once, at start-up. Each step packs its arrays back to back fr
 bytes used in one transfer. The model reads tensor views of the device buffer at the same
 offsets.
 
-Reusing the buffers is safe because of two orderings:
+On CUDA the copy runs on a stream of its own, so it can overlap the previous step's LM head
+and sampler instead of waiting behind them (they read no input). Reusing the buffers is safe
+because of three orderings:
 
-- device buffer: the next step's copy is queued on the same stream as this step's kernels, so
-  it cannot overwrite the inputs before they have run;
+- device buffer, before the copy: the copy stream waits for an event the runner records once it
+  has queued the step's last reader of the inputs (the model, and the gather of the rows to
+  sample: `inputs_read`), so the copy cannot overwrite inputs still to be read;
+- device buffer, after the copy: the compute stream waits for the copy before the step's
+  kernels;
 - host buffer: with async scheduling the host prepares step N+1 while the GPU still runs step
   N, and step N's copy may not have read the host buffer yet. `begin_step` waits for an event
   recorded right after that copy (vLLM's `prepare_inputs_event` and `synchronize_input_prep`).
@@ -69,8 +74,11 @@ class InputBuffers:
         self.device_buffer = torch.zeros(num_bytes, dtype=torch.uint8, device=device)
         self.num_bytes_used = 0
         """Bytes reserved by the step being prepared (what `copy_to_device` sends)."""
+        self.copy_stream = torch.cuda.Stream(device) if is_cuda else None
         self.prepare_inputs_event = torch.cuda.Event() if is_cuda else None
         """Recorded after each copy: the host buffer is free again once it has completed."""
+        self.inputs_read_event = torch.cuda.Event() if is_cuda else None
+        """Recorded once the last step's readers of the device buffer are queued."""
         self._host_np = self.host.numpy()
         # One view per dtype of the whole device buffer, so a reservation is a single slice.
         self._device_views = {dtype: self.device_buffer.view(dtype) for dtype in _NUMPY_DTYPES}
@@ -102,11 +110,22 @@ class InputBuffers:
 
     def copy_to_device(self) -> None:
         """Send the reserved bytes in one copy, without waiting for the GPU (the host buffer is
-        page-locked on CUDA, so the copy is queued behind the running kernels)."""
+        page-locked on CUDA, so the copy is queued behind the last step's reads)."""
         used = self.num_bytes_used
-        self.device_buffer[:used].copy_(self.host[:used], non_blocking=True)
-        if self.prepare_inputs_event is not None:
+        if self.copy_stream is None:
+            self.device_buffer[:used].copy_(self.host[:used])
+            return
+        self.copy_stream.wait_event(self.inputs_read_event)
+        with torch.cuda.stream(self.copy_stream):
+            self.device_buffer[:used].copy_(self.host[:used], non_blocking=True)
             self.prepare_inputs_event.record()
+        torch.cuda.current_stream().wait_event(self.prepare_inputs_event)
+
+    def inputs_read(self) -> None:
+        """Mark the step's readers of the device buffer as queued: the next copy may overwrite
+        it once they have run."""
+        if self.inputs_read_event is not None:
+            self.inputs_read_event.record()
 
 
 @dataclass

@@ -409,12 +409,14 @@ class ModelRunner:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, md)
         seqs = inputs.seqs_to_sample
         num_sampled = inputs.logits_indices.shape[0]
-        if num_sampled == 0:
-            return AsyncModelRunnerOutput([], None)
         # The sampled rows are distinct and in order: as many as `hidden` has (every row of a
         # decode-only step) means all of them, and no gather is needed.
-        logits = self.model.compute_logits(
-            hidden if num_sampled == hidden.shape[0] else hidden[inputs.logits_indices])
+        if 0 < num_sampled < hidden.shape[0]:
+            hidden = hidden[inputs.logits_indices]
+        self.input_buffers.inputs_read()  # the LM head and sampler read no input
+        if num_sampled == 0:
+            return AsyncModelRunnerOutput([], None)
+        logits = self.model.compute_logits(hidden)
         if logits is None:  # a tensor-parallel worker: it sent its slice to the driver
             return AsyncModelRunnerOutput([], None)
         md = SamplingMetadata.from_sequences(seqs, self.vocab_size, self.device)
