@@ -110,19 +110,16 @@ class AsyncModelRunnerOutput:
         tensors = [] if sampled is None else [sampled.sampled_token_ids]
         if sampled is not None and sampled.logprobs is not None:
             tensors += [sampled.logprob_token_ids, sampled.logprobs, sampled.sampled_token_ranks]
-        self._copied = None
+        self._copied: torch.cuda.Event | None = None
+        self._device: list[torch.Tensor] | None = None
+        """Kept until the copy has read them: the compute stream may reuse freed memory."""
         if tensors and copy_stream is not None:
             copy_stream.wait_stream(torch.cuda.current_stream())  # for the sampler
-            with torch.cuda.stream(copy_stream):
-                self._host = [t.to("cpu", non_blocking=True) for t in tensors]
-                self._copied = torch.cuda.Event()
-                self._copied.record()
-            # The compute stream may reuse the tensors' memory once they are freed: keep them
-            # until the copy has read them.
-            self._device: list[torch.Tensor] | None = tensors
-        else:
+            self._device, self._copied = tensors, torch.cuda.Event()
+        with torch.cuda.stream(copy_stream if self._device else None):  # None: no switch (CPU)
             self._host = [t.to("cpu", non_blocking=True) for t in tensors]
-            self._device = None
+            if self._copied is not None:
+                self._copied.record()
         self._results: list[SampleResult] | None = None
 
     @functools.cached_property
