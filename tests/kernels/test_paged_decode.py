@@ -85,6 +85,21 @@ def test_split_k_equals_one_pass(make_paged_kv, randn) -> None:
                                    one_pass, atol=1e-5, rtol=1e-5)
 
 
+def test_empty_splits_are_not_read(make_paged_kv, randn, assert_close,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split past the end of its context writes no partial output, only lse = -inf: the
+    merge must skip its slot. The scratch memory starts as NaN here, so reading it shows up."""
+    kv = make_paged_kv([40, 0, 3], 2, 64, 16, F32)
+    query = randn(3, 4, 64) * 2
+    expected = _oracle(query, kv, 0.125)
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(float("nan")))
+    out = paged_decode_attention(query, kv.key_cache, kv.value_cache, kv.block_tables,
+                                 kv.context_lens, 0.125, num_splits=8)
+    monkeypatch.undo()
+    assert_close(out, expected)
+
+
 def test_strided_query(make_paged_kv, randn, assert_close) -> None:
     """The query as the model hands it over: a view into a fused qkv projection."""
     num_heads, num_kv_heads, head_dim = 6, 2, 64
@@ -106,7 +121,7 @@ def test_choose_num_splits(num_seqs: int, num_kv_heads: int, max_context_len: in
     assert splits & (splits - 1) == 0, "a power of two: few compiled variants"
     programs = num_seqs * num_kv_heads
     if splits > 1:
-        assert max_context_len // splits >= 128, "each split keeps a useful share of work"
+        assert max_context_len // splits >= 32, "each split keeps a useful share of work"
         assert programs * splits // 2 < 4 * num_sms, "no more splits than it takes to fill"
     if programs >= 4 * num_sms:
         assert splits == 1

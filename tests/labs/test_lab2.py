@@ -135,7 +135,7 @@ def test_choose_num_splits_rules():
                                                        "power of two"
     assert choose_num_splits(256, 8, 4096, 132) == 1, "2048 programs already fill 132 SMs"
     assert choose_num_splits(1, 1, 32768, 132) > 1, "one long sequence should be split"
-    assert choose_num_splits(1, 1, 64, 132) == 1, "64 tokens are too few to split"
+    assert choose_num_splits(1, 1, 32, 132) == 1, "32 tokens are too few to split"
 
 
 @pytest.mark.points(3)
