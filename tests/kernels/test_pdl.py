@@ -9,7 +9,8 @@ from each other. Two chains, each several layers deep:
 - the MLP half of a decoder layer at batch 1: RMSNorm (with the residual add) ->
   gate_up_proj -> silu_and_mul -> down_proj, the norm and the matmuls PDL kernels
   (`triton_rms_norm.py`, `triton_skinny_gemm.py`), the activation a compiled kernel launched
-  without PDL in between;
+  without PDL in between; in the graph down_proj leaves its split-K partial sums to the next
+  norm, as the engine's does;
 - the attention half at batch 3: qkv_proj -> RoPE -> the KV cache write -> paged decode
   attention in four splits -> their merge -> o_proj, every kernel a PDL one; attention reads
   the K/V that the kernel before it wrote (with the RoPE kernel writing the cache itself, as
@@ -30,7 +31,12 @@ from minivllm.attention.ops.triton_reshape_and_cache import reshape_and_cache
 from minivllm.model_executor.layers.activation import silu_and_mul
 from minivllm.model_executor.layers.triton_rms_norm import rms_norm
 from minivllm.model_executor.layers.triton_rope import KVCacheWrite, rope_
-from minivllm.model_executor.layers.triton_skinny_gemm import linear
+from minivllm.model_executor.layers.triton_skinny_gemm import (
+    PartialSums,
+    linear,
+    runs_skinny,
+    skinny_gemm_partial_sums,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="PDL and CUDA graphs need a CUDA device")
@@ -49,12 +55,18 @@ def pdl_switch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], Non
     triton_utils.use_pdl.cache_clear()  # after monkeypatch has restored the environment
 
 
+def down_proj(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | PartialSums:
+    """As `RowParallelLinear(sum_in_next_norm=True)` on one rank: partial sums in graphs."""
+    return skinny_gemm_partial_sums(x, weight) if runs_skinny(x, weight) else linear(x, weight)
+
+
 def mlp_chain(x: torch.Tensor, weights: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
-    hidden, residual = x, torch.zeros_like(x)
+    hidden: torch.Tensor | PartialSums = x
+    residual = torch.zeros_like(x)
     for norm_weight, gate_up, down in weights:
         normed, residual = rms_norm(hidden, norm_weight, 1e-6, residual)
-        hidden = linear(silu_and_mul(linear(normed, gate_up)), down)
-    return hidden + residual
+        hidden = down_proj(silu_and_mul(linear(normed, gate_up)), down)
+    return rms_norm(hidden, weights[0][0], 1e-6, residual)[0]
 
 
 def test_pdl_chain_in_graph_matches_serial_launch(

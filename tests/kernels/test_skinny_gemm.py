@@ -8,13 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minivllm.attention.ops.triton_utils import handover_counters
+from minivllm.attention.ops.triton_utils import handover_counters, is_interpreting
 from minivllm.model_executor.layers.activation import silu_and_mul
 from minivllm.model_executor.layers.triton_skinny_gemm import (
     MAX_ROWS,
     choose_tiling,
     linear,
     skinny_gemm,
+    skinny_gemm_partial_sums,
     supports,
 )
 
@@ -76,6 +77,45 @@ def test_silu_and_mul_matches_activation(rows: int, n: int, k: int, split_k: int
     torch.testing.assert_close(y.double(), silu_and_mul(gate_up), **TOLERANCES[dtype])
     assert not handover_counters(x.device).any()
     assert torch.equal(skinny_gemm(x, weight, bias, split_k=split_k, silu_and_mul=True), y)
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "k", "split_k", "dtype", "with_bias"),
+    [
+        (1, 96, 1536, 6, torch.bfloat16, False),  # down_proj's split at a decode row
+        (5, 64, 512, 2, torch.float32, True),  # the bias goes into the first split only
+        (40, 40, 768, 2, torch.bfloat16, True),  # slices in 3 tiles, a masked column tile
+        (3, 48, 512, 2, torch.float32, False),
+        (3, 48, 256, 1, torch.float32, False),  # one split: y itself, in fp32
+    ],
+)
+def test_partial_sums_add_up_to_skinny_gemm(rows: int, n: int, k: int, split_k: int,
+                                            dtype: torch.dtype, with_bias: bool,
+                                            randn: Callable[..., torch.Tensor]) -> None:
+    """Left unsummed (o_proj, down_proj in decode graphs), split s holds x W^T over its K
+    slice, and the splits added in order and rounded are what `skinny_gemm` writes."""
+    x = randn(rows, k, dtype=dtype)
+    weight = randn(n, k, dtype=dtype) / k**0.5
+    bias = randn(n, dtype=dtype) if with_bias else None
+    parts, out_dtype = skinny_gemm_partial_sums(x, weight, bias, split_k=split_k)
+    assert parts.shape == (split_k, rows, n) and parts.dtype == torch.float32
+    assert out_dtype == dtype
+    width = k // split_k
+    for s in range(split_k):
+        ks = slice(s * width, (s + 1) * width)
+        expected = F.linear(x[:, ks].double(), weight[:, ks].double(),
+                            bias.double() if bias is not None and s == 0 else None)
+        torch.testing.assert_close(parts[s].double(), expected, **TOLERANCES[torch.float32])
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    # The same additions in the same order: the same bits (but Triton's CPU interpreter
+    # truncates fp32 -> bf16 where torch rounds to nearest).
+    if bias is None and (dtype == torch.float32 or not is_interpreting()):
+        assert torch.equal(total.to(dtype), skinny_gemm(x, weight, split_k=split_k))
+    expected = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    torch.testing.assert_close(total.to(dtype).double(), expected, **TOLERANCES[dtype])
+    assert not handover_counters(x.device).any()  # no counter was touched
 
 
 def test_strided_rows_and_fallback(randn: Callable[..., torch.Tensor]) -> None:

@@ -49,6 +49,14 @@ if is_interpreting() and np.lib.NumpyVersion(np.__version__) >= "2.4.0":
     _fix_interpreter_for_numpy_2_4()
 
 
+def tl_dtype(dtype: torch.dtype) -> tl.dtype:
+    """Triton's name for a torch dtype (fp32, fp16 or bf16), for kernels that take a dtype as a
+    `tl.constexpr`."""
+    if dtype not in _TL_DTYPES:
+        raise TypeError(f"unsupported dtype {dtype}; expected fp32, fp16 or bf16")
+    return _TL_DTYPES[dtype]
+
+
 def dot_dtype(dtype: torch.dtype) -> tl.dtype:
     """The dtype the kernels feed to `tl.dot` (accumulation is always fp32).
 
@@ -57,9 +65,7 @@ def dot_dtype(dtype: torch.dtype) -> tl.dtype:
     interpreter everything is upcast to fp32: Triton 3.6's interpreter computes bf16 dots and
     bf16 scalar arithmetic wrongly or not at all.
     """
-    if dtype not in _TL_DTYPES:
-        raise TypeError(f"unsupported dtype {dtype}; expected fp32, fp16 or bf16")
-    return tl.float32 if is_interpreting() else _TL_DTYPES[dtype]
+    return tl.float32 if is_interpreting() else tl_dtype(dtype)
 
 
 @functools.cache

@@ -9,7 +9,8 @@ of channels loses too much), then the result is cast back and scaled, exactly as
 Like vLLM, the norm can also do the residual add that precedes it: `norm(x, residual)` returns
 `(norm(x + residual), x + residual)`. On a GPU vLLM fuses the two into one kernel
 (`fused_add_rms_norm`); so do we, in Triton (triton_rms_norm.py). The PyTorch functions below
-are the CPU path and the kernel's oracle.
+are the CPU path and the kernel's oracle. In decode graphs x may come as the partial sums of a
+split-K matmul (`PartialSums`), which the kernel adds up as it loads x.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from minivllm.model_executor.layers import triton_rms_norm
+from minivllm.model_executor.layers.triton_skinny_gemm import PartialSums
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -38,11 +40,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor | PartialSums, residual: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Normalize over the last dimension; with `residual`, add it first and also return the
         sum (the next residual)."""
-        if x.is_cuda:
+        if isinstance(x, PartialSums) or x.is_cuda:
             return triton_rms_norm.rms_norm(x, self.weight, self.variance_epsilon, residual)
         if residual is None:
             return rms_norm(x, self.weight, self.variance_epsilon)

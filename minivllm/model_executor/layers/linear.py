@@ -22,7 +22,10 @@ checkpoint tensor and copies this rank's slice of it into its place; the model's
 calls it. With one rank every layer holds whole matrices and runs no collective.
 
 The matmul itself is `F.linear` (cuBLAS on a GPU), except in CUDA-graph decode steps of up to
-64 sequences, which run the split-K kernel of `triton_skinny_gemm.py`.
+64 sequences, which run the split-K kernel of `triton_skinny_gemm.py`. There a row-parallel
+layer built with `sum_in_next_norm` (o_proj, down_proj: an RMSNorm always follows them) returns
+the kernel's K slices unsummed, `PartialSums`, and the norm adds them up: the same idea as the
+all-reduce of partial sums between ranks, inside one GPU.
 
 Parameters are created with `torch.empty`: the weights come from a checkpoint, so spending time
 on a random initialisation (as `nn.Linear` does) would be wasted.
@@ -39,7 +42,12 @@ from minivllm.distributed import (
     get_tensor_model_parallel_world_size,
     tensor_model_parallel_all_reduce,
 )
-from minivllm.model_executor.layers.triton_skinny_gemm import linear
+from minivllm.model_executor.layers.triton_skinny_gemm import (
+    PartialSums,
+    linear,
+    runs_skinny,
+    skinny_gemm_partial_sums,
+)
 
 
 def default_weight_loader(param: torch.Tensor, loaded_weight: torch.Tensor) -> None:
@@ -150,16 +158,23 @@ class QKVParallelLinear(MergedColumnParallelLinear):
 class RowParallelLinear(LinearBase):
     """Rank r holds input columns [r * in/N, (r+1) * in/N) of W and multiplies its slice of x;
     an all-reduce sums the partial products. The bias is whole on every rank and added once,
-    by rank 0 before the sum (as vLLM does)."""
+    by rank 0 before the sum (as vLLM does).
 
-    def __init__(self, input_size: int, output_size: int, bias: bool = False) -> None:
+    With `sum_in_next_norm`, the caller promises that an RMSNorm (`layernorm.RMSNorm`) takes
+    the output: on one rank, in decode graphs, the output is then `PartialSums`."""
+
+    def __init__(self, input_size: int, output_size: int, bias: bool = False,
+                 sum_in_next_norm: bool = False) -> None:
         self.input_size_per_partition = divide(input_size,
                                                get_tensor_model_parallel_world_size(),
                                                "input_size")
         super().__init__(self.input_size_per_partition, output_size, bias)
+        self.sum_in_next_norm = sum_in_next_norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | PartialSums:
         bias = self.bias if self.tp_rank == 0 else None
+        if self.sum_in_next_norm and self.tp_size == 1 and runs_skinny(x, self.weight):
+            return skinny_gemm_partial_sums(x, self.weight, bias)
         return tensor_model_parallel_all_reduce(linear(x, self.weight, bias))
 
     def weight_loader(self, param: torch.Tensor, loaded_weight: torch.Tensor) -> None:

@@ -36,6 +36,13 @@ so the activation kernel that would run between gate_up_proj and down_proj disap
 H200 that kernel, launched without PDL, cost ~2.5 us per layer (62 us of a 1.14 ms step at
 batch 1).
 
+A row-parallel layer (o_proj, down_proj) can also skip step 4 (`skinny_gemm_partial_sums`):
+each program stores its partial sums and is done, and the RMSNorm that follows adds them as it
+loads its input, as it adds the residual (`PartialSums`). With tensor parallelism the ranks'
+partial sums of such a layer are added by an all-reduce; here the splits' are added by the next
+kernel, which has to read its input anyway. The matmul then needs no handover: no atomic, and
+no last program waiting for the others' stores to reload them.
+
 One kernel per matmul, deterministic. The counters (`triton_utils.handover_counters`) are
 shared by every call on a device, which is safe because the engine runs its kernels on one
 stream, one after the other.
@@ -78,10 +85,19 @@ BLOCK_N = 32
 """Output columns per program (twice that for weights with many columns: `choose_tiling`)."""
 
 
+class PartialSums(NamedTuple):
+    """A split-K matmul's output before its splits are added: `parts` [SPLIT_K, M, N] fp32;
+    y = parts[0] + parts[1] + ... (in that order, in fp32), rounded to `dtype`. The bias, if
+    any, is in parts[0]. `triton_rms_norm.rms_norm` takes it where it takes x."""
+    parts: torch.Tensor
+    dtype: torch.dtype
+
+
 @triton.jit
 def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_ptr,
                         M, N, stride_y, stride_x, stride_w,
                         HAS_BIAS: tl.constexpr, SILU_AND_MUL: tl.constexpr,
+                        ADD_PARTS: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         NUM_TILES: tl.constexpr, SPLIT_K: tl.constexpr,
                         DOT_DTYPE: tl.constexpr, USE_PDL: tl.constexpr):
@@ -117,7 +133,13 @@ def _skinny_gemm_kernel(y_ptr, x_ptr, w_ptr, bias_ptr, workspace_ptr, counters_p
             acc_up += tl.dot(x, tl.trans(w_up.to(DOT_DTYPE)), input_precision="ieee")
 
     out_mask = row_mask[:, None] & col_mask[None, :]
-    if SPLIT_K > 1:
+    if not ADD_PARTS:
+        # The next kernel adds the splits (PartialSums [SPLIT_K, M, N] at y): store this one's.
+        if HAS_BIAS:  # in the first split's sums only
+            bias = tl.load(bias_ptr + cols, mask=tl.where(split == 0, col_mask, False), other=0.0)
+            acc += bias.to(tl.float32)[None, :]
+        tl.store(y_ptr + split * M * N + rows[:, None] * N + cols[None, :], acc, mask=out_mask)
+    elif SPLIT_K > 1:
         # Workspace [SPLIT_K, 1 or 2, M, N] fp32: this program's partial sums, then the handover.
         offsets = rows[:, None] * N + cols[None, :]
         halves: tl.constexpr = 2 if SILU_AND_MUL else 1
@@ -236,33 +258,54 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     N / 2 columns: `activation.silu_and_mul` applied as the kernel writes y, so a decode step
     runs one kernel fewer per layer. `split_k` forces the number of K slices (each a multiple of
     MIN_BLOCK_K); by default `choose_tiling` picks it."""
+    n = weight.shape[0] // (2 if silu_and_mul else 1)
+    tiling = _checked_tiling(x, weight, n, split_k, silu_and_mul)
+    return _launch(x, weight, bias, n, tiling, silu_and_mul)
+
+
+def skinny_gemm_partial_sums(x: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor | None = None, *,
+                             split_k: int | None = None) -> PartialSums:
+    """x W^T (+ bias) as `skinny_gemm` computes it, with the K slices' partial sums left for
+    the next kernel to add: the programs of a column tile need no handover."""
+    tiling = _checked_tiling(x, weight, weight.shape[0], split_k, silu_and_mul=False)
+    return PartialSums(_launch(x, weight, bias, weight.shape[0], tiling, add_parts=False),
+                       x.dtype)
+
+
+def _checked_tiling(x: torch.Tensor, weight: torch.Tensor, n: int, split_k: int | None,
+                    silu_and_mul: bool) -> Tiling:
+    """`choose_tiling`'s tiling, or the forced `split_k`'s, once the shapes are checked."""
     if not supports(x, weight):
         raise ValueError(f"skinny_gemm takes 1 to {MAX_ROWS} rows with K a multiple of "
                          f"{MIN_BLOCK_K}, got x {tuple(x.shape)}")
     m, k = x.shape
-    n = weight.shape[0] // (2 if silu_and_mul else 1)
     tiling = choose_tiling(n, k, m, get_num_sms(x.device), silu_and_mul)
     if split_k is not None:
         if k % (split_k * MIN_BLOCK_K):
             raise ValueError(f"K={k} in {split_k} slices: each must be a multiple of "
                              f"{MIN_BLOCK_K}")
         tiling = _tiling(tiling.block_n, split_k, k, m)
-    return _launch(x, weight, bias, n, tiling, silu_and_mul)
+    return tiling
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: int,
-            tiling: Tiling, silu_and_mul: bool) -> torch.Tensor:
-    """Run the kernel on n output columns with the given tiling."""
+            tiling: Tiling, silu_and_mul: bool = False, add_parts: bool = True) -> torch.Tensor:
+    """Run the kernel on n output columns with the given tiling: y [M, n], or with
+    `add_parts=False` the partial sums [SPLIT_K, M, n] fp32."""
     m, k = x.shape
     block_n, split_k, block_k, num_warps = tiling
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    workspace = (torch.empty(split_k, 1 + silu_and_mul, m, n, dtype=torch.float32,
-                             device=x.device) if split_k > 1 else y)
+    if add_parts:
+        y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+        workspace = (torch.empty(split_k, 1 + silu_and_mul, m, n, dtype=torch.float32,
+                                 device=x.device) if split_k > 1 else y)
+    else:
+        y = workspace = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
     pdl = use_pdl(x.device)
     _skinny_gemm_kernel[(triton.cdiv(n, block_n), split_k)](
         y, x, weight, bias if bias is not None else y, workspace, handover_counters(x.device),
-        m, n, y.stride(0), x.stride(0), weight.stride(0),
-        HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul,
+        m, n, y.stride(-2), x.stride(0), weight.stride(0),
+        HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul, ADD_PARTS=add_parts,
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
         NUM_TILES=k // split_k // block_k, SPLIT_K=split_k, DOT_DTYPE=dot_dtype(x.dtype),
         USE_PDL=pdl, num_warps=num_warps, num_stages=4, launch_pdl=pdl)

@@ -49,7 +49,11 @@ from minivllm.model_executor.layers.linear import (
 )
 from minivllm.model_executor.layers.rotary_embedding import RotaryEmbedding
 from minivllm.model_executor.layers.triton_rope import KVCacheWrite
-from minivllm.model_executor.layers.triton_skinny_gemm import runs_skinny, skinny_gemm
+from minivllm.model_executor.layers.triton_skinny_gemm import (
+    PartialSums,
+    runs_skinny,
+    skinny_gemm,
+)
 from minivllm.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
@@ -70,11 +74,12 @@ class LlamaMLP(nn.Module):
         bias = getattr(config, "mlp_bias", False)
         self.gate_up_proj = MergedColumnParallelLinear(
             config.hidden_size, [config.intermediate_size] * 2, bias=bias)
+        # In decode graphs down_proj leaves its split-K sums to the next layer's norm (linear.py).
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size,
-                                           bias=bias)
+                                           bias=bias, sum_in_next_norm=True)
         self.act_fn = SiluAndMul()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | PartialSums:
         gate_up = self.gate_up_proj
         if runs_skinny(x, gate_up.weight):
             # Decode graphs of a few rows: the matmul kernel applies SiLU-and-mul as it writes
@@ -101,7 +106,8 @@ class LlamaAttention(nn.Module):
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.o_proj = RowParallelLinear(config.num_attention_heads * self.head_dim,
-                                        config.hidden_size, bias=attention_bias)
+                                        config.hidden_size, bias=attention_bias,
+                                        sum_in_next_norm=True)
         # Qwen3 normalizes every query and key head (RMSNorm over head_dim) before RoPE, which
         # bounds the size of the attention logits.
         self.q_norm = self.k_norm = None
@@ -113,7 +119,8 @@ class LlamaAttention(nn.Module):
                               self.num_kv_heads, attention_backend)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
-                kv_cache: torch.Tensor, attn_metadata: AttentionMetadata) -> torch.Tensor:
+                kv_cache: torch.Tensor, attn_metadata: AttentionMetadata
+                ) -> torch.Tensor | PartialSums:
         qkv = self.qkv_proj(hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         # Decode graphs: the RoPE kernel also writes k and v into the paged cache, one kernel
@@ -135,11 +142,13 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor | PartialSums,
                 residual: torch.Tensor | None, kv_cache: torch.Tensor,
-                attn_metadata: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+                attn_metadata: AttentionMetadata
+                ) -> tuple[torch.Tensor | PartialSums, torch.Tensor]:
         """Returns (this layer's output, the residual stream before it is added), vLLM's
-        convention: the next norm adds them, so each residual add happens inside a norm."""
+        convention: the next norm adds them, so each residual add happens inside a norm (and,
+        in decode graphs, the split-K sums of o_proj and down_proj: `PartialSums`)."""
         if residual is None:
             residual = hidden_states
             hidden_states = self.input_layernorm(hidden_states)
