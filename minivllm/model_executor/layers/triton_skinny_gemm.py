@@ -36,12 +36,14 @@ so the activation kernel that would run between gate_up_proj and down_proj disap
 H200 that kernel, launched without PDL, cost ~2.5 us per layer (62 us of a 1.14 ms step at
 batch 1).
 
-A row-parallel layer (o_proj, down_proj) can also skip step 4 (`skinny_gemm_partial_sums`):
-each program stores its partial sums and is done, and the RMSNorm that follows adds them as it
-loads its input, as it adds the residual (`PartialSums`). With tensor parallelism the ranks'
+A row-parallel layer (o_proj, down_proj) can also stop in the middle of step 3
+(`skinny_gemm_partial_sums`): each program stores its partial sums and is done, with no counter
+and no step 4, and the RMSNorm that follows adds them as it loads its input, as it adds the
+residual (`PartialSums`). With tensor parallelism the ranks'
 partial sums of such a layer are added by an all-reduce; here the splits' are added by the next
 kernel, which has to read its input anyway. The matmul then needs no handover: no atomic, and
-no last program waiting for the others' stores to reload them.
+no last program waiting for the others' stores to reload them. On an H100 that took a decode
+step at context 512 from 1.017 to 0.956 ms at batch 1 and from 2.319 to 2.234 ms at batch 64.
 
 One kernel per matmul, deterministic. The counters (`triton_utils.handover_counters`) are
 shared by every call on a device, which is safe because the engine runs its kernels on one
