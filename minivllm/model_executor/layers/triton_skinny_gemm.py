@@ -39,11 +39,11 @@ batch 1).
 A row-parallel layer (o_proj, down_proj) can also stop in the middle of step 3
 (`skinny_gemm_partial_sums`): each program stores its partial sums and is done, with no counter
 and no step 4, and the RMSNorm that follows adds them as it loads its input, as it adds the
-residual (`PartialSums`). With tensor parallelism the ranks'
-partial sums of such a layer are added by an all-reduce; here the splits' are added by the next
-kernel, which has to read its input anyway. The matmul then needs no handover: no atomic, and
-no last program waiting for the others' stores to reload them. On an H100 that took a decode
-step at context 512 from 1.017 to 0.956 ms at batch 1 and from 2.319 to 2.234 ms at batch 64.
+residual (`PartialSums`). With tensor parallelism the ranks' partial sums of such a layer are
+added by an all-reduce; here the splits' are added by the next kernel, which has to read its
+input anyway. The matmul then needs no handover: no atomic, and no last program waiting for
+the others' stores to reload them. On an H100 that took a decode step at context 512 from
+1.017 to 0.956 ms at batch 1 and from 2.319 to 2.234 ms at batch 64.
 
 One kernel per matmul, deterministic. The counters (`triton_utils.handover_counters`) are
 shared by every call on a device, which is safe because the engine runs its kernels on one
