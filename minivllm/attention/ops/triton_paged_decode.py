@@ -128,13 +128,13 @@ def _paged_decode_kernel(
     out_ptrs = (out_ptr + seq * stride_os + heads[:, None] * stride_oh + split * stride_osplit
                 + offs_d[None, :] * stride_od)
     store_heads = head_mask
-    if NUM_SPLITS > 1:  # an empty split stores only its lse (-inf): the merge skips it
-        store_heads = tl.where(start < end, head_mask, False)
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=store_heads[:, None])
     if NUM_SPLITS > 1:
-        # log2 of the split's softmax denominator; -inf for an empty range (m_i is -inf)
+        # log2 of the split's softmax denominator; -inf for an empty range (m_i is -inf),
+        # which tells the merge to skip the split, so its partial output is not stored
         lse = m_i + tl.log2(tl.where(l_i == 0.0, 1.0, l_i))
         tl.store(lse_ptr + seq * stride_ls + heads * stride_lh + split, lse, mask=head_mask)
+        store_heads = tl.where(start < end, head_mask, False)
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=store_heads[:, None])
     # END SOLUTION
 
 
