@@ -47,8 +47,8 @@ from minivllm.config import DEFAULT_MODEL
 from minivllm.model_executor.model_loader import get_tokenizer
 
 SERVED_NAME = "bench"
-ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "gpu_memory_utilization", "device",
-                "enforce_eager", "enable_prefix_caching")
+ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                "gpu_memory_utilization", "device", "enforce_eager", "enable_prefix_caching")
 """Engine settings passed alike to the server (as flags) and to the offline `LLM`."""
 
 
@@ -172,6 +172,8 @@ def main() -> None:
     # Engine flags, for the server and the offline engine alike.
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--max-num-seqs", type=int, default=None)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="Tokens per step; default: the engine's.")
     parser.add_argument("--gpu-memory-utilization", type=float, default=None)
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
     parser.add_argument("--enforce-eager", action="store_true")
