@@ -3,6 +3,7 @@ functions, which compute what Hugging Face's LlamaRMSNorm does."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -65,9 +66,7 @@ def test_partial_sums_are_added_first(splits: int, dtype: torch.dtype,
     rows, hidden = 3, 96
     parts = randn(splits, rows, hidden)
     weight, residual = randn(hidden, dtype=dtype), randn(rows, hidden, dtype=dtype)
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
+    total = functools.reduce(torch.add, parts)  # the splits added in order
     out, summed = triton_rms_norm(PartialSums(parts, dtype), weight, EPS, residual)
     # The sum made first: the same bits (the kernel rounds it to the dtype either way).
     expected_out, expected_sum = triton_rms_norm(PartialSums(total[None], dtype), weight, EPS,

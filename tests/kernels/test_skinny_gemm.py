@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -106,9 +107,7 @@ def test_partial_sums_add_up_to_skinny_gemm(rows: int, n: int, k: int, split_k: 
         expected = F.linear(x[:, ks].double(), weight[:, ks].double(),
                             bias.double() if bias is not None and s == 0 else None)
         torch.testing.assert_close(parts[s].double(), expected, **TOLERANCES[torch.float32])
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
+    total = functools.reduce(torch.add, parts)  # the splits added in order
     # The same additions in the same order: the same bits (but Triton's CPU interpreter
     # truncates fp32 -> bf16 where torch rounds to nearest).
     if bias is None and (dtype == torch.float32 or not is_interpreting()):
